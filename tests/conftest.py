@@ -1,0 +1,26 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+
+def _find_shared_data():
+    for cand in (os.environ.get("SHARED_DATA"), REPO.parent / "shared" / "data", "/work/shared/data"):
+        if cand and (Path(cand) / "kaggle_sample").is_dir():
+            return Path(cand)
+    return REPO.parent / "shared" / "data"
+
+
+SHARED_DATA = _find_shared_data()
+KAGGLE_SAMPLE = SHARED_DATA / "kaggle_sample"
+
+
+@pytest.fixture(scope="session")
+def kaggle_sample():
+    if not (KAGGLE_SAMPLE / "prompts.csv").is_file():
+        pytest.fail(f"shared data not found at {KAGGLE_SAMPLE} (set SHARED_DATA)")
+    return KAGGLE_SAMPLE
