@@ -37,7 +37,7 @@ def generate(folder, n, m, k, seed):
     sigma = S.noise_levels(m, seed=seed, spread=0.1)
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
-        t = S.make_targets(e - s, seed=seed + s)
+        t = S.make_targets(e - s, seed=seed + s + 1, mean_seed=seed)  # one mean direction for all rows
         T[s:e] = t
         S.make_predictions(t, sigma, seed=seed + s, out=X[:, s:e])
         X[:, s:e] /= np.linalg.norm(X[:, s:e], axis=2, keepdims=True)
@@ -104,8 +104,8 @@ def main(argv=None):
 
 def run(folder, args):
     from ensemble.data import StackData
-    from ensemble.nested_cv import LINEAR_METHODS, dimension_grams, nested_cv
-    from ensemble.objective import cosine_and_gradient, model_stats
+    from ensemble.nested_cv import LINEAR_METHODS, nested_cv
+    from ensemble.objective import cosine_and_gradient, dimension_grams, mean_gram, model_stats
     from ensemble.stackers import fit_dimension_weights_on, fit_model_weights
 
     tracemalloc.start()
@@ -128,7 +128,7 @@ def run(folder, args):
     for _ in range(3):
         cosine_and_gradient(data, W0, train)
     t_eval = (time.perf_counter() - t) / 3
-    g = sum(grams[f] for f in train) / data.count(train)
+    g = mean_gram(data, train, grams)
     t = time.perf_counter()
     W, info = fit_dimension_weights_on(data, train, prior, 0.1, grams=g)
     t_fit = time.perf_counter() - t

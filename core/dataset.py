@@ -81,6 +81,18 @@ def load_dataset(data_dir, require_prompts=False):
     return pd.DataFrame({"imgId": ids, "path": [str(images[i]) for i in ids]})
 
 
+def load_images(folder):
+    """Images to predict: a dataset folder (with images/) or a bare folder of image files."""
+    folder = Path(folder)
+    if (folder / IMAGES_DIR).is_dir():
+        return load_dataset(folder)
+    images = _index_images(folder)
+    if not images:
+        raise DataError(folder, "no image files found")
+    ids = sorted(images)
+    return pd.DataFrame({"imgId": ids, "path": [str(images[i]) for i in ids]})
+
+
 def open_image(path):
     """Open an image as RGB, turning any decode failure into a DataError naming the file."""
     from PIL import Image

@@ -8,3 +8,6 @@ class DataError(ValueError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self):  # survive pickling across worker processes
+        return (type(self), (self.path, self.problem))

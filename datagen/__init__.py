@@ -1,0 +1,1 @@
+"""Synthetic data for running the pipeline end to end where the competition data is absent."""

@@ -1,0 +1,13 @@
+"""Blend several model runs into one L2-normalised 384-d prediction per image.
+
+    blend.py        numpy-only: apply fitted linear weights (the part offline inference reuses)
+    data.py         OOF predictions stacked as (M, N, 384), rows grouped by fold
+    inputs.py       run directories -> aligned, validated, normalised arrays
+    objective.py    chunked mean-cosine objectives and their analytic gradients
+    stackers.py     fit equal / per-model / per-dimension weights
+    lgbm_stacker.py the non-linear alternative (one LightGBM regressor per dimension)
+    nested_cv.py    nested cross-validation over the runs' folds
+    fit.py          the CLI: python -m ensemble.fit --runs RUN_DIR ...
+
+Nothing here imports torch or `models/`: it reads only the files runs write.
+"""

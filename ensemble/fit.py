@@ -1,0 +1,189 @@
+"""Fit a blend of model runs on their OOF predictions, score it by nested CV, write submission.csv.
+
+    python -m ensemble.fit --runs work/runs/a work/runs/b [--method auto] [--out work/ensemble]
+
+Methods (all fitted on OOF rows only, all scored by the same nested CV over the runs' folds):
+    equal      1/M each (the reference)
+    per_model  one weight per model, maximising mean cosine (non-negative by default)
+    per_dim    a weight per model and dimension, shrunk toward the per-model weights
+               (shrinkage chosen by inner CV)
+    lgbm       one LightGBM regressor per dimension (features: the models' values of that
+               dimension and the models' pairwise cosines); costly, so `auto` includes it only
+               for small OOF sets unless --lgbm on/off says otherwise
+    auto       all of the above that are enabled; the best nested score wins
+
+Writes under --out: weights.npz + weights.csv (the chosen linear weights, or the best linear
+method's when lgbm was chosen), lgbm_stacker.json.gz (if lgbm was chosen), ensemble.json (which
+file applies), scores.json (the nested-CV table), submission.csv.
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import DataError
+from core.io import save_csv, write_json
+from core.submission import write_submission
+from ensemble.apply import LGBM_FILE, MANIFEST_FILE, WEIGHTS_CSV, WEIGHTS_FILE
+from ensemble.blend import blend, save_weights, weights_table
+from ensemble.inputs import load_inputs
+from ensemble.nested_cv import DEFAULT_SHRINKAGE_GRID, LINEAR_METHODS, nested_cv
+
+# `auto` includes the LightGBM stacker up to this many OOF rows. Measured with
+# bench/bench_stacker.py on this 2-core machine (1 thread, early stopping): 0.024 s per dimension
+# at 2,000 rows (~0.9 min for the K + 1 fits of the nested procedure), 0.092 s at 20,000 (~3.5 min),
+# 0.62 s at 160,000 (~24 min). The linear methods take ~4 min in all at 200,000 rows.
+LGBM_AUTO_MAX_ROWS = 10_000
+
+
+def parse_grid(text):
+    try:
+        grid = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--shrinkage-grid: {e}") from e
+    if not grid or any(x < 0 for x in grid):
+        raise argparse.ArgumentTypeError("--shrinkage-grid needs non-negative numbers, e.g. 10,1,0.1,0.01,0")
+    return grid
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(prog="python -m ensemble.fit", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR", help="finished run directories (oof/ format)")
+    ap.add_argument("--method", choices=["auto", "equal", "per_model", "per_dim", "lgbm"], default="auto",
+                    help="blend method; auto = best nested-CV score (default: %(default)s)")
+    ap.add_argument("--out", default="work/ensemble", help="output folder (default: %(default)s)")
+    ap.add_argument("--targets", default=None, help="targets folder (default: from the runs' metrics.json)")
+    ap.add_argument("--folds", default=None, help="folds.csv (default: from the runs' metrics.json; its sha256 must match)")
+    ap.add_argument("--seed", type=int, default=0, help="seed (LightGBM; the linear fits are deterministic)")
+    ap.add_argument("--lgbm", choices=["auto", "on", "off"], default="auto",
+                    help=f"include the LightGBM stacker in --method auto: auto = only up to {LGBM_AUTO_MAX_ROWS:,} OOF rows "
+                         "(default: %(default)s)")
+    ap.add_argument("--no-lgbm", dest="lgbm", action="store_const", const="off", help="same as --lgbm off")
+    ap.add_argument("--lgbm-threads", type=int, default=1, help="LightGBM threads (default: %(default)s)")
+    ap.add_argument("--shrinkage-grid", type=parse_grid, default=list(DEFAULT_SHRINKAGE_GRID),
+                    help="per-dim shrinkage values for the inner CV (default: %s)" % ",".join(map(str, DEFAULT_SHRINKAGE_GRID)))
+    ap.add_argument("--nonneg-dim", action="store_true", help="constrain per-dimension weights to be >= 0")
+    ap.add_argument("--allow-negative-model-weights", action="store_true", help="do not constrain per-model weights to >= 0")
+    ap.add_argument("--no-verify-hashes", action="store_true", help="skip checking run files against their manifest")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    return ap
+
+
+def methods_to_run(method, lgbm, n_rows):
+    """(methods evaluated, reason lgbm is in or out of auto)."""
+    if method != "auto":
+        base = ["equal", "per_model"]
+        return list(dict.fromkeys(base + [method])), f"--method {method}"
+    if lgbm == "on":
+        return list(LINEAR_METHODS) + ["lgbm"], "--lgbm on"
+    if lgbm == "off":
+        return list(LINEAR_METHODS), "--lgbm off"
+    if n_rows <= LGBM_AUTO_MAX_ROWS:
+        return list(LINEAR_METHODS) + ["lgbm"], f"{n_rows} OOF rows <= {LGBM_AUTO_MAX_ROWS}"
+    return list(LINEAR_METHODS), f"{n_rows} OOF rows > {LGBM_AUTO_MAX_ROWS} (too slow; --lgbm on to force)"
+
+
+def scores_document(result, inputs, args, methods, lgbm_reason, timings):
+    key = lambda lam: f"{lam:g}"  # noqa: E731
+    return {
+        "chosen_method": result.chosen_method,
+        "chosen_shrinkage": result.chosen_shrinkage,
+        "folds": result.folds,
+        "fold_sizes": result.fold_sizes,
+        "methods": result.methods,
+        "single_models": result.single_models,
+        "per_dim": {
+            "shrinkage_grid": result.shrinkage_grid,
+            "shrinkage_per_fold": {str(k): v for k, v in result.shrinkage_per_fold.items()},
+            "inner_scores": {str(k): {key(l): s for l, s in v.items()} for k, v in result.inner_scores.items()},
+            "cv_by_shrinkage": {key(l): s for l, s in result.cv_by_shrinkage.items()},
+            "nonneg": bool(args.nonneg_dim),
+        },
+        "per_model_weights": dict(zip(inputs.names, result.model_weights["all"])),
+        "methods_evaluated": methods,
+        "lgbm": {"evaluated": "lgbm" in result.methods, "reason": lgbm_reason},
+        "runs": [{"name": n, "path": str(r.path)} for n, r in zip(inputs.names, inputs.runs)],
+        "targets": str(inputs.targets_path),
+        "folds_file": {"path": str(inputs.folds_path), "sha256": inputs.folds_sha256},
+        "n_oof": inputs.data.n_rows,
+        "n_test": len(inputs.test_ids),
+        "seed": args.seed,
+        "seconds": timings,
+        "notes": inputs.notes + result.notes,
+        "fits": result.fits,
+        "evaluations": result.ledger,
+    }
+
+
+def write_outputs(out, result, inputs):
+    """Weights / stacker, ensemble.json and submission.csv; returns the test blend.
+
+    weights.npz / weights.csv always hold a linear blend: the chosen method, or, when the LightGBM
+    stacker was chosen, the best linear method as a numpy-only fallback (ensemble.json says which
+    file applies)."""
+    final, linear = result.final, result.final_linear
+    names = inputs.names
+    if linear is not None:
+        save_weights(out / WEIGHTS_FILE, linear.weights, names, linear.method, linear.shrinkage)
+        save_csv(out / WEIGHTS_CSV, weights_table(linear.weights, names))
+    if final.method == "lgbm":
+        from ensemble.lgbm_stacker import predict_lgbm_stacker, save_lgbm_stacker
+
+        save_lgbm_stacker(out / LGBM_FILE, final.stacker)
+        test_blend = predict_lgbm_stacker(final.stacker, inputs.test)
+        manifest = {"method": "lgbm", "models": names, "file": LGBM_FILE,
+                    "linear_fallback": {"method": linear.method, "file": WEIGHTS_FILE} if linear is not None else None}
+    else:
+        test_blend = blend(list(inputs.test), final.weights, names=names)
+        manifest = {"method": final.method, "models": names, "file": WEIGHTS_FILE, "shrinkage": final.shrinkage}
+    write_json(out / MANIFEST_FILE, manifest)
+    write_submission(out / "submission.csv", inputs.test_ids, test_blend)
+    return test_blend
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    try:
+        inputs = load_inputs(args.runs, targets=args.targets, folds=args.folds, verify_hashes=not args.no_verify_hashes)
+    except (DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    t_load = time.perf_counter() - t0
+    data = inputs.data
+    print(f"{len(inputs.runs)} runs, {data.n_rows} OOF rows in {len(data.fold_values)} folds, "
+          f"{len(inputs.test_ids)} test rows ({t_load:.1f} s to load)", flush=True)
+    for note in inputs.notes:
+        print(f"note: {note}", flush=True)
+    methods, lgbm_reason = methods_to_run(args.method, args.lgbm, data.n_rows)
+    try:
+        result = nested_cv(
+            data, methods=methods, shrinkage_grid=args.shrinkage_grid,
+            choose=None if args.method == "auto" else args.method,
+            nonneg_model=not args.allow_negative_model_weights, nonneg_dim=args.nonneg_dim, seed=args.seed,
+            lgbm_options={"num_threads": args.lgbm_threads}, progress=not args.quiet,
+        )
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    t_fit = time.perf_counter() - t0 - t_load
+    test_blend = write_outputs(out, result, inputs)
+    norms = np.linalg.norm(test_blend, axis=1)
+    timings = {"load": round(t_load, 2), "nested_cv_and_refit": round(t_fit, 2),
+               "total": round(time.perf_counter() - t0, 2)}
+    write_json(out / "scores.json", scores_document(result, inputs, args, methods, lgbm_reason, timings))
+    print(result.table())
+    if result.chosen_shrinkage is not None:
+        print(f"per_dim shrinkage per outer fold {result.shrinkage_per_fold}; final {result.chosen_shrinkage:g}")
+    print(f"chosen: {result.chosen_method}   (lgbm: {lgbm_reason})")
+    print(f"wrote {out}/: submission.csv ({len(inputs.test_ids)} images, row norms {norms.min():.6f}..{norms.max():.6f}), "
+          f"scores.json, {MANIFEST_FILE}  [{timings['total']:.1f} s]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Image backbones from timm and open_clip, behind one registry.
+
+`create_backbone(section, image_size)` returns a `Backbone`: the feature extractor (an
+nn.Module mapping (B, 3, S, S) -> (B, F)), its feature width, the model's own preprocessing
+(mean / std / interpolation) and a timm-style `group_matcher` for layer-wise LR decay.
+
+Weights (`pretrained`): null -> random init; a string naming an existing file -> a local
+checkpoint (Kaggle notebooks run offline); otherwise a pretrained tag the library downloads
+(timm: true or a name carrying its tag; open_clip: a tag such as "laion2b_s32b_b79k").
+"""
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+OPEN_CLIP_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "open_clip"
+
+
+class BackboneError(ValueError):
+    pass
+
+
+@dataclass
+class Backbone:
+    module: nn.Module
+    num_features: int
+    mean: tuple
+    std: tuple
+    interpolation: str
+    group_matcher: dict  # timm format: {"stem": regex, "blocks": [(regex, ordinal), ...]}
+
+
+BACKBONE_SOURCES = {}
+
+
+def register_source(name):
+    def wrap(fn):
+        BACKBONE_SOURCES[name] = fn
+        return fn
+
+    return wrap
+
+
+def create_backbone(section, image_size, load_weights=True):
+    """Build the backbone a config's `backbone:` section names (weights skipped if not load_weights)."""
+    source = section["source"]
+    if source not in BACKBONE_SOURCES:
+        raise BackboneError(f"unknown backbone source {source!r}; known: {sorted(BACKBONE_SOURCES)}")
+    pretrained = section.get("pretrained") if load_weights else None
+    return BACKBONE_SOURCES[source](section, image_size, pretrained)
+
+
+def _is_file_ref(pretrained):
+    return isinstance(pretrained, (str, os.PathLike)) and (
+        os.path.sep in str(pretrained) or str(pretrained).endswith((".pt", ".pth", ".bin", ".safetensors"))
+    )
+
+
+def read_state_dict(path):
+    """A state dict from a .safetensors / .pt / .pth / .bin file (common wrappers unwrapped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BackboneError(f"{path}: checkpoint file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise BackboneError(f"{path}: cannot be read as a checkpoint ({type(e).__name__}: {e})") from e
+    for key in ("state_dict", "model", "module", "model_state"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise BackboneError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    for prefix in ("module.", "model."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def load_checkpoint_into(module, path, ignore_prefixes=()):
+    """Load a local checkpoint strictly; a clear error lists what does not fit."""
+    state = read_state_dict(path)
+    state = {k: v for k, v in state.items() if not k.startswith(tuple(ignore_prefixes))}
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong_shape = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+                   if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong_shape:
+        raise BackboneError(
+            f"{path}: weights do not fit the architecture: {len(missing)} missing (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(wrong_shape)} of wrong shape "
+            f"(e.g. {wrong_shape[:2]})"
+        )
+    module.load_state_dict(state, strict=True)
+
+
+@register_source("timm")
+def create_timm_backbone(section, image_size, pretrained):
+    import timm
+
+    name = section["name"]
+    kwargs = dict(section.get("kwargs") or {})
+    if section.get("drop_path_rate"):
+        kwargs["drop_path_rate"] = section["drop_path_rate"]
+    if not timm.list_models(name.split(".")[0]) and not timm.is_model(name):
+        raise BackboneError(f"unknown timm model {name!r}")
+    use_hub = bool(pretrained) and not _is_file_ref(pretrained)
+    try:
+        model = timm.create_model(name, pretrained=use_hub, num_classes=0, **kwargs)
+    except RuntimeError as e:
+        raise BackboneError(f"timm model {name!r} could not be created: {e}") from e
+    if pretrained and _is_file_ref(pretrained):
+        # A local file: classifier weights of the original model are not part of ours.
+        load_checkpoint_into(model, pretrained, ignore_prefixes=("head.fc.", "fc.", "classifier.", "head.weight", "head.bias"))
+    if section.get("grad_checkpointing"):
+        model.set_grad_checkpointing(True)
+    data_cfg = timm.data.resolve_data_config({}, model=model)
+    return Backbone(model, model.num_features, tuple(data_cfg["mean"]), tuple(data_cfg["std"]),
+                    data_cfg.get("interpolation", "bicubic"), model.group_matcher(coarse=False))
+
+
+def register_open_clip_configs(config_dir=OPEN_CLIP_CONFIG_DIR):
+    """Our own open_clip model configs (JSON data, like open_clip's) become creatable by name."""
+    import open_clip
+
+    if Path(config_dir).is_dir():
+        for path in sorted(Path(config_dir).glob("*.json")):
+            if path.stem not in open_clip.list_models():
+                open_clip.add_model_config(path)
+
+
+class OpenClipVisual(nn.Module):
+    """open_clip's image tower (the text tower is dropped after loading)."""
+
+    def __init__(self, visual):
+        super().__init__()
+        self.visual = visual
+
+    def forward(self, x):
+        return self.visual(x)
+
+
+def _open_clip_group_matcher(visual):
+    trunk = getattr(visual, "trunk", None)
+    if trunk is not None and hasattr(trunk, "group_matcher"):  # a timm model wrapped by open_clip
+        inner = trunk.group_matcher(coarse=False)
+        return {
+            "stem": prefix_regex(inner["stem"], "visual.trunk."),
+            "blocks": [(prefix_regex(rx, "visual.trunk."), ordinal) for rx, ordinal in inner["blocks"]]
+            + [(r"^visual\.head", (99999,))],
+        }
+    return {
+        "stem": r"^visual\.(?:conv1|class_embedding|positional_embedding|ln_pre|patch_dropout)",
+        "blocks": [(r"^visual\.transformer\.resblocks\.(\d+)", None), (r"^visual\.(?:ln_post|proj|attn_pool)", (99999,))],
+    }
+
+
+def prefix_regex(rx, prefix):
+    """Re-anchor a group_matcher regex under a module prefix: '^stem|^norm' -> '^trunk\\.(?:stem|norm)'."""
+    import re
+
+    body = re.sub(r"(^|\|)\^", r"\1", rx)  # drop the alternatives' own anchors
+    return f"^{re.escape(prefix)}(?:{body})"
+
+
+@register_source("open_clip")
+def create_open_clip_backbone(section, image_size, pretrained):
+    import open_clip
+
+    register_open_clip_configs()
+    name = section["name"]
+    if name not in open_clip.list_models():
+        raise BackboneError(f"unknown open_clip model {name!r} (add its JSON config to {OPEN_CLIP_CONFIG_DIR})")
+    if pretrained and _is_file_ref(pretrained) and not Path(pretrained).is_file():
+        raise BackboneError(f"{pretrained}: checkpoint file not found")
+    kwargs = dict(section.get("kwargs") or {})
+    try:
+        model = open_clip.create_model(name, pretrained=pretrained or None, force_image_size=image_size, **kwargs)
+    except RuntimeError as e:  # state-dict mismatches surface as RuntimeError
+        raise BackboneError(f"open_clip {name!r} with weights {pretrained!r}: weights do not fit ({e})") from e
+    visual = model.visual
+    cfg = open_clip.get_model_preprocess_cfg(model)
+    del model  # drop the text tower
+    if section.get("grad_checkpointing") and hasattr(visual, "set_grad_checkpointing"):
+        visual.set_grad_checkpointing(True)
+    wrapped = OpenClipVisual(visual)
+    return Backbone(wrapped, visual.output_dim, tuple(cfg["mean"]), tuple(cfg["std"]),
+                    cfg.get("interpolation", "bicubic"), _open_clip_group_matcher(visual))

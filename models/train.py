@@ -1,0 +1,206 @@
+"""Train one config with K-fold CV and write its run directory (the format oof/runs.py owns).
+
+    python -m models.train --config configs/convnext_demo.yaml [--folds 0,2] [--resume] [--overwrite]
+                           [--set train.epochs=3 ...]
+    torchrun --nproc_per_node 4 -m models.train --config ...      # several GPUs / processes
+
+For each fold k: train on the other folds, save the fold checkpoint, predict fold k (OOF) and
+the test set. When every fold is done: oof.npy, test.npy (mean of L2-normalised fold
+predictions), metrics.json, train_log.csv, manifest.json (last).
+
+A finished run with the same config hash is skipped; a different hash is an error naming both
+unless --overwrite. A killed run continues with --resume: finished folds are kept, the
+interrupted fold restarts after its last finished epoch.
+"""
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.dataset import load_dataset
+from core.errors import DataError
+from core.folds import load_folds
+from core.io import read_json, write_json
+from core.targets import targets_for
+from models.config import ConfigError, config_hash, load_config
+from models.fold_outputs import assemble_run, fold_dir, fold_done, save_fold_outputs
+from models.provenance import input_provenance
+from oof.runs import is_complete
+
+CONFIG_FILE = "config.json"
+
+
+class RunError(RuntimeError):
+    pass
+
+
+class TrainingData:
+    """Everything a run reads: datasets, targets and folds, aligned by row."""
+
+    def __init__(self, cfg):
+        d = cfg["data"]
+        self.train = load_dataset(d["train"], require_prompts=True)
+        self.test = load_dataset(d["test"])
+        self.ids = self.train["imgId"].tolist()
+        self.test_ids = self.test["imgId"].tolist()
+        self.targets = np.ascontiguousarray(targets_for(d["targets"], self.ids), dtype=np.float32)
+        self.folds = load_folds(d["folds"], self.ids)
+        self.k = int(self.folds.max()) + 1
+        self.provenance = input_provenance(d["targets"], d["folds"], self.ids, self.test_ids, d["train"], d["test"])
+
+    def identity(self):
+        p = self.provenance
+        return {"targets": p["targets"]["key"], "folds": p["folds"]["sha256"],
+                "train_ids": p["train_images"]["ids_sha256"], "test_ids": p["test_images"]["ids_sha256"]}
+
+
+def prepare_run_dir(run_dir, cfg, chash, overwrite, env):
+    """Create or check the run directory. Returns False when an identical run already finished."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / CONFIG_FILE
+    if cfg_path.is_file():
+        old = read_json(cfg_path).get("config_hash")
+        if old != chash and not overwrite:
+            raise RunError(f"{run_dir} holds a run with config hash {old}, this config has {chash}; "
+                           f"pass --overwrite to replace it (or set another `out:`)")
+        if old == chash and is_complete(run_dir) and not overwrite:
+            return False
+        if overwrite and env.is_main:
+            shutil.rmtree(run_dir)
+    if env.is_main:
+        write_json(cfg_path, {"config_hash": chash, "config": cfg})
+    return True
+
+
+def run_fold(cfg, chash, data, fold, images, test_images, run_dir, env, resume, progress):
+    from models.engine import predict_rows, train_fold
+
+    d = fold_dir(run_dir, fold)
+    if env.is_main:
+        d.mkdir(parents=True, exist_ok=True)
+    if (d / "last.pt").is_file() and not resume:
+        raise RunError(f"{d}/last.pt: fold {fold} was interrupted; pass --resume to continue it "
+                       f"or --overwrite to start the run over")
+    train_rows = np.flatnonzero(data.folds != fold)
+    val_rows = np.flatnonzero(data.folds == fold)
+    t0 = time.time()
+    model, pre, log_rows, stats = train_fold(cfg, fold, images, data.targets, train_rows, val_rows, d, env,
+                                             resume=resume, progress=progress)
+    bs, device, prec = cfg["predict"]["batch_size"], env.device, stats["precision"]
+    tta = cfg["predict"]["tta"]
+    oof = predict_rows(model, images, val_rows, pre, bs, device, prec, tta, env, progress and env.is_main, "OOF")
+    test = predict_rows(model, test_images, np.arange(len(test_images)), pre, bs, device, prec, tta, env,
+                        progress and env.is_main, "test")
+    if env.is_main:
+        stats.update(seconds=round(time.time() - t0, 2), n_val=len(val_rows))
+        checkpoint = {"config": cfg, "config_hash": chash, "fold": fold, "preprocess": pre,
+                      "state_dict": model.state_dict()}
+        score = save_fold_outputs(run_dir, fold, chash, checkpoint, oof, test, log_rows, stats, data.targets[val_rows])
+        print(f"fold {fold}: OOF cosine {score:.4f} ({stats['seconds']:.0f} s, "
+              f"{stats['train_images_per_sec'] or 0:.0f} train img/s)")
+
+
+def parse_folds(text, k):
+    if text is None:
+        return list(range(k))
+    folds = sorted({int(f) for f in text.split(",") if f.strip() != ""})
+    bad = [f for f in folds if not 0 <= f < k]
+    if bad:
+        raise RunError(f"--folds {text}: folds {bad} do not exist (K = {k})")
+    return folds
+
+
+def train_run(cfg, folds=None, resume=False, overwrite=False, progress=True):
+    """Train (or continue) a run; returns metrics when the run is complete, else None."""
+    import torch
+
+    from models.distributed import barrier, cleanup, init_distributed
+
+    env = init_distributed()
+    try:
+        import os
+
+        torch.set_num_threads(cfg["train"]["num_threads"] or max(1, (os.cpu_count() or 1) // env.world_size))
+        t0 = time.time()
+        data = TrainingData(cfg)
+        identity = data.identity()
+        if cfg["model"] == "knn" and cfg["knn"]["features_from"]:
+            # the kNN run is only as current as the run whose features it uses
+            src = Path(cfg["knn"]["features_from"]) / "metrics.json"
+            if not src.is_file():
+                raise DataError(src, "the feature run (knn.features_from) is not finished; train it first")
+            identity["features_from"] = read_json(src)["config_hash"]
+        chash = config_hash(cfg, identity)
+        run_dir = Path(cfg["out"])
+        if not prepare_run_dir(run_dir, cfg, chash, overwrite, env):
+            if env.is_main:
+                print(f"{run_dir}: finished run with the same config hash {chash[:12]}; skipped")
+            return read_json(run_dir / "metrics.json")
+        barrier(env)
+        if cfg["model"] == "knn":
+            from models.knn import run_knn_folds
+
+            run_knn_folds(cfg, chash, data, run_dir, parse_folds(folds, data.k), env, progress)
+        else:
+            from models.image_cache import build_image_cache
+
+            size, interp = cfg["image"]["size"], cfg["image"]["interpolation"]
+            cache = cfg["data"]["cache_dir"]
+            if env.is_main:  # one process decodes; the others open the finished cache
+                build_image_cache(data.train["path"], size, cache, interp, progress=progress)
+                build_image_cache(data.test["path"], size, cache, interp, progress=progress)
+            barrier(env)
+            images = build_image_cache(data.train["path"], size, cache, interp, progress=False)
+            test_images = build_image_cache(data.test["path"], size, cache, interp, progress=False)
+            for k in parse_folds(folds, data.k):
+                if fold_done(run_dir, k, chash):
+                    if env.is_main:
+                        print(f"fold {k}: finished earlier; skipped")
+                    continue
+                run_fold(cfg, chash, data, k, images, test_images, run_dir, env, resume, progress)
+                barrier(env)
+        if all(fold_done(run_dir, k, chash) for k in range(data.k)):
+            metrics = None
+            if env.is_main:
+                metrics = assemble_run(cfg, chash, data, run_dir, time.time() - t0)
+                print(f"{cfg['name']}: OOF cosine {metrics['oof_cosine']:.4f} -> {run_dir}")
+            barrier(env)
+            return metrics or read_json(run_dir / "metrics.json")
+        if env.is_main:
+            print(f"{cfg['name']}: folds {folds} done; the run is complete once every fold is")
+        return None
+    finally:
+        cleanup(env)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True, help="configs/<model>.yaml")
+    ap.add_argument("--folds", default=None, help="comma-separated folds to train (default: all)")
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted fold from its last epoch")
+    ap.add_argument("--overwrite", action="store_true", help="replace a run trained with another config")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        train_run(cfg, args.folds, args.resume, args.overwrite, progress=not args.no_progress)
+    except (ConfigError, DataError, RunError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from models.backbones import BackboneError
+
+        if isinstance(e, BackboneError):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""The run directory every model writes, and everything downstream reads.
+
+    work/runs/<name>/
+        oof.npy             float32 (N_train, 384): raw out-of-fold model outputs
+        oof_ids.csv         imgId (row order of oof.npy)
+        test.npy            float32 (N_test, 384): mean over folds of L2-normalised fold predictions
+        test_ids.csv        imgId (row order of test.npy)
+        mean_embedding.npy  float32 (384,): the training targets' mean, the fallback prediction
+        metrics.json        per-fold / overall OOF cosine, config + hash, inputs' paths + hashes, timings
+        train_log.csv       fold,epoch,train_loss,val_cosine,lr,seconds
+        manifest.json       sha256 of each file above; written last, so its presence marks the run complete
+
+Partial state of an unfinished run (checkpoints, per-fold predictions) lives in the same folder
+under `folds/`; it is the trainer's business, not this format's.
+"""
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core import EMBEDDING_DIM
+from core.errors import DataError
+from core.io import read_json, save_csv, save_npy, sha256_file, write_json
+
+OOF_FILE = "oof.npy"
+OOF_IDS_FILE = "oof_ids.csv"
+TEST_FILE = "test.npy"
+TEST_IDS_FILE = "test_ids.csv"
+MEAN_FILE = "mean_embedding.npy"
+METRICS_FILE = "metrics.json"
+LOG_FILE = "train_log.csv"
+MANIFEST_FILE = "manifest.json"
+LOG_COLUMNS = ["fold", "epoch", "train_loss", "val_cosine", "lr", "seconds"]
+ARTIFACT_FILES = [OOF_FILE, OOF_IDS_FILE, TEST_FILE, TEST_IDS_FILE, MEAN_FILE, METRICS_FILE, LOG_FILE]
+
+
+@dataclass
+class Run:
+    """A finished run's artifacts, arrays aligned with their id lists."""
+
+    name: str
+    path: Path
+    oof_ids: list
+    oof: np.ndarray
+    test_ids: list
+    test: np.ndarray
+    mean_embedding: np.ndarray
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def folds_sha256(self):
+        return (self.metrics.get("folds") or {}).get("sha256")
+
+
+def write_run(run_dir, oof_ids, oof, test_ids, test, mean_embedding, metrics, train_log):
+    """Write every artifact atomically, the manifest last."""
+    run_dir = Path(run_dir)
+    oof = _check_array(run_dir / OOF_FILE, oof, list(oof_ids))
+    test = _check_array(run_dir / TEST_FILE, test, list(test_ids))
+    save_npy(run_dir / OOF_FILE, oof)
+    save_csv(run_dir / OOF_IDS_FILE, pd.DataFrame({"imgId": list(oof_ids)}))
+    save_npy(run_dir / TEST_FILE, test)
+    save_csv(run_dir / TEST_IDS_FILE, pd.DataFrame({"imgId": list(test_ids)}))
+    save_npy(run_dir / MEAN_FILE, np.asarray(mean_embedding, dtype=np.float32).reshape(EMBEDDING_DIM))
+    write_json(run_dir / METRICS_FILE, metrics)
+    log = pd.DataFrame(train_log, columns=LOG_COLUMNS) if not isinstance(train_log, pd.DataFrame) else train_log
+    save_csv(run_dir / LOG_FILE, log)
+    write_json(run_dir / MANIFEST_FILE, {name: sha256_file(run_dir / name) for name in ARTIFACT_FILES})
+
+
+def is_complete(run_dir):
+    return (Path(run_dir) / MANIFEST_FILE).is_file()
+
+
+def _check_array(path, arr, ids):
+    arr = np.asarray(arr, dtype=np.float32)
+    if arr.shape != (len(ids), EMBEDDING_DIM):
+        raise DataError(path, f"shape {arr.shape}, expected ({len(ids)}, {EMBEDDING_DIM})")
+    if not np.isfinite(arr).all():
+        row = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
+        raise DataError(path, f"NaN or inf in the prediction for imgId {ids[row]!r} (row {row})")
+    return arr
+
+
+def _read_ids(path):
+    if not path.is_file():
+        raise DataError(path, "missing")
+    frame = pd.read_csv(path, dtype={"imgId": str})
+    if "imgId" not in frame.columns:
+        raise DataError(path, "missing column imgId")
+    ids = frame["imgId"].tolist()
+    if len(set(ids)) != len(ids):
+        raise DataError(path, "duplicate imgIds")
+    return ids
+
+
+def load_run(run_dir, verify_hashes=True):
+    """Read and validate a finished run directory."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DataError(run_dir, "run directory not found")
+    manifest_path = run_dir / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise DataError(manifest_path, "missing: the run is unfinished (train it to completion or --resume)")
+    manifest = read_json(manifest_path)
+    for name in ARTIFACT_FILES:
+        path = run_dir / name
+        if not path.is_file():
+            raise DataError(path, "missing although the manifest lists it")
+        if verify_hashes and manifest.get(name) != sha256_file(path):
+            raise DataError(path, "content differs from manifest.json (file changed after the run finished)")
+    oof_ids = _read_ids(run_dir / OOF_IDS_FILE)
+    test_ids = _read_ids(run_dir / TEST_IDS_FILE)
+    oof = _check_array(run_dir / OOF_FILE, np.load(run_dir / OOF_FILE, mmap_mode="r"), oof_ids)
+    test = _check_array(run_dir / TEST_FILE, np.load(run_dir / TEST_FILE, mmap_mode="r"), test_ids)
+    mean = np.load(run_dir / MEAN_FILE).astype(np.float32)
+    metrics = read_json(run_dir / METRICS_FILE)
+    return Run(run_dir.name, run_dir, oof_ids, oof, test_ids, test, mean, metrics)
+
+
+def _first_difference(a, b):
+    sa, sb = set(a), set(b)
+    only_a = sorted(sa - sb)[:3]
+    only_b = sorted(sb - sa)[:3]
+    return only_a, only_b
+
+
+def check_compatible(runs, require_same_folds=True):
+    """Raise a DataError unless all runs share OOF ids, test ids and (optionally) folds."""
+    if not runs:
+        raise ValueError("no runs given")
+    ref = runs[0]
+    for run in runs[1:]:
+        for what, a, b in (("OOF", ref.oof_ids, run.oof_ids), ("test", ref.test_ids, run.test_ids)):
+            if set(a) != set(b):
+                only_a, only_b = _first_difference(a, b)
+                raise DataError(
+                    run.path,
+                    f"{what} imgIds differ from run {ref.path}: only in {ref.name}: {only_a}; only in {run.name}: {only_b}",
+                )
+        if require_same_folds and (ref.folds_sha256 is None or ref.folds_sha256 != run.folds_sha256):
+            raise DataError(
+                run.path / METRICS_FILE,
+                f"trained on different folds than {ref.path} (folds sha256 {run.folds_sha256} vs {ref.folds_sha256}); "
+                "stacking OOF predictions from different folds leaks",
+            )
+
+
+def aligned(run, ids, which="oof"):
+    """The run's predictions re-ordered to `ids`."""
+    src_ids, arr = (run.oof_ids, run.oof) if which == "oof" else (run.test_ids, run.test)
+    pos = {i: k for k, i in enumerate(src_ids)}
+    return np.asarray(arr)[[pos[i] for i in ids]]
