@@ -696,7 +696,7 @@ REGIONS = {
     "beside": ((0.14, 0.28, 0.5, 0.72), (0.5, 0.28, 0.86, 0.72)),
     "and": ((0.06, 0.06, 0.94, 0.94), (0.06, 0.06, 0.94, 0.94)),
 }
-BASE_RADIUS = 0.15  # of the canvas width, for one medium object
+BASE_RADIUS = 0.19  # of the canvas width, for one medium object
 COUNT_SHRINK = {1: 1.0, 2: 0.82, 3: 0.7, 4: 0.62, 5: 0.55}
 
 
@@ -1250,7 +1250,7 @@ FRAMINGS = {
     "album": Framing(("an album cover showing", "an album cover with", "album art of"), finish_album),
     "stamp": Framing(("a postage stamp of", "a postage stamp showing", "a stamp depicting"), finish_stamp),
     "poster": Framing(("a poster of", "a poster showing", "a movie poster featuring"), finish_poster, place=(0.85, 0.8, 0.8, 0.4)),
-    "closeup": Framing(("a close-up of", "a closeup photo of", "a macro shot of"), prepare_bg=prepare_closeup, place=(1.8, 1.5, 1.5, 0.5)),
+    "closeup": Framing(("a close-up of", "a closeup photo of", "a macro shot of"), prepare_bg=prepare_closeup, place=(1.6, 1.4, 1.4, 0.5)),
     "wide": Framing(("a wide shot of", "a wide-angle view of", "a distant view of"), prepare_bg=prepare_wide, place=(0.45, 0.55, 0.3, 0.66)),  # small, near the horizon
     "polaroid": Framing(("a polaroid of", "a polaroid photo of", "an instant photo of"), finish_polaroid),
     "sticker": Framing(("a sticker of", "a die-cut sticker of", "a vinyl sticker of"), outline="sticker"),
@@ -1479,7 +1479,7 @@ def layout(scene, w, rng):
             centres = scattered_positions(group.count, regions[i], rng)
         else:
             centres = group_positions(group.count, regions[min(i, len(regions) - 1)], rng)
-        r = BASE_RADIUS * SIZES[group.size][0] * COUNT_SHRINK[group.count] * (0.8 if len(scene.groups) > 1 else 1.0)
+        r = BASE_RADIUS * SIZES[group.size][0] * COUNT_SHRINK[group.count] * (0.85 if len(scene.groups) > 1 else 1.0)
         rgb = group_rgb(group, rng)
         for ux, uy in centres:
             x, y = 0.5 + (ux - 0.5) * spread_x, cy + (uy - 0.5) * spread_y

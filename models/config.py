@@ -108,8 +108,14 @@ def parse_override(text):
     return key.strip().split("."), yaml.safe_load(value)
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
 def load_config(path, overrides=()):
+    """Read a YAML config (relative to the current folder, else to the repository) with overrides."""
     path = Path(path)
+    if not path.is_file() and (REPO / path).is_file():
+        path = REPO / path
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     with open(path, encoding="utf-8") as f:

@@ -21,8 +21,8 @@ def derived_seed(*parts):
 
 
 def autocast_for(precision, device):
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "auto":  # bf16 where the GPU has it (A100/H100), fp16 on older ones (T4, P100)
+        precision = "fp32" if device.type != "cuda" else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
     if precision == "fp32":
         return contextlib.nullcontext(), precision
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16

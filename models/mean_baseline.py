@@ -20,6 +20,8 @@ from core.targets import targets_for
 from models.provenance import input_provenance
 from oof.runs import write_run
 
+CONSTANT_MODEL = "constant mean embedding"
+
 
 def mean_baseline_predictions(targets, folds):
     """OOF predictions (N, D) and the all-data mean (D,)."""
@@ -54,7 +56,7 @@ def main(argv=None):
     test_pred = np.tile(l2_normalize(mean), (len(test_ids), 1))
     metrics = {
         "name": "mean_baseline",
-        "model": "constant mean embedding",
+        "model": CONSTANT_MODEL,
         "oof_cosine": float(scores.mean()),
         "fold_cosine": per_fold,
         "seconds": round(time.time() - t0, 2),

@@ -16,8 +16,15 @@ import pandas as pd
 
 from core.dataset import load_images
 from core.errors import DataError
-from core.io import save_csv, save_npy
+from core.io import read_json, save_csv, save_npy
 from core.metric import l2_normalize
+from models.mean_baseline import CONSTANT_MODEL
+from oof.runs import MEAN_FILE, METRICS_FILE
+
+
+def is_constant_run(run_dir):
+    metrics = Path(run_dir) / METRICS_FILE
+    return metrics.is_file() and read_json(metrics).get("model") == CONSTANT_MODEL
 
 
 def fold_checkpoints(run_dir):
@@ -34,6 +41,10 @@ def predict_images(run_dir, image_paths, batch_size=None, tta=None, cache_dir=No
     from models.engine import build_model_for_inference, predict_rows
     from models.image_cache import build_image_cache
 
+    run_dir = Path(run_dir)
+    if is_constant_run(run_dir):  # the mean-embedding baseline predicts the same vector for every image
+        mean = np.load(run_dir / MEAN_FILE)
+        return np.tile(l2_normalize(mean[None]), (len(image_paths), 1))
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     total, n_folds = None, 0
     with tempfile.TemporaryDirectory() as tmp:

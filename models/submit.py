@@ -1,0 +1,62 @@
+"""Offline Kaggle inference: trained runs + a fitted ensemble + a folder of test images -> submission.csv.
+
+    python -m models.submit --runs work/runs/convnext_demo work/runs/eva_demo ... \
+        --ensemble work/ensemble --images /kaggle/input/stable-diffusion-image-to-prompts/images \
+        --out /kaggle/working/submission.csv
+
+Each run predicts the images with all its fold checkpoints (`models.predict`); the ensemble's
+numpy-only blend (`ensemble.apply`) combines them into unit-norm rows. No network, no training data.
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from core.dataset import load_images
+from core.errors import DataError
+from core.submission import write_submission
+from ensemble.apply import apply_ensemble, read_manifest
+from models.predict import predict_images
+
+
+def make_submission(run_dirs, ensemble_dir, images_dir, out, batch_size=None, tta=None, device=None, progress=True):
+    frame = load_images(images_dir)
+    manifest = read_manifest(ensemble_dir)
+    runs = {Path(r).name: Path(r) for r in run_dirs}
+    missing = [m for m in manifest["models"] if m not in runs]
+    if missing:
+        raise DataError(Path(ensemble_dir) / "ensemble.json",
+                        f"the ensemble blends {manifest['models']}; no run directory given for {missing}")
+    preds = {}
+    for name in manifest["models"]:
+        t0 = time.time()
+        preds[name] = predict_images(runs[name], frame["path"].tolist(), batch_size, tta, device=device,
+                                     progress=progress)
+        print(f"{name}: {len(frame)} images in {time.time() - t0:.1f} s", flush=True)
+    blended = apply_ensemble(ensemble_dir, preds)
+    write_submission(out, frame["imgId"].tolist(), blended)
+    return frame["imgId"].tolist(), blended
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", nargs="+", required=True, help="run directories named in the ensemble")
+    ap.add_argument("--ensemble", required=True, help="folder written by `python -m ensemble.fit`")
+    ap.add_argument("--images", required=True, help="test images: a folder of images or a dataset folder with images/")
+    ap.add_argument("--out", default="work/submission.csv")
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--tta", choices=["none", "flip", "crops"], default=None)
+    ap.add_argument("--device", default=None)
+    args = ap.parse_args(argv)
+    try:
+        ids, blended = make_submission(args.runs, args.ensemble, args.images, args.out, args.batch_size, args.tta,
+                                       args.device)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: {len(ids)} images x {blended.shape[1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

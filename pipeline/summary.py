@@ -1,0 +1,38 @@
+"""The pipeline's last word: per-model and stacked OOF scores, then the submission's test score.
+
+    python -m pipeline.summary --work work --runs work/runs/mean_baseline work/runs/convnext_demo ...
+"""
+import argparse
+import sys
+from pathlib import Path
+
+from core.io import read_json
+from core.metric import mean_cosine
+from core.submission import read_submission
+from core.targets import targets_for
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", default="work")
+    ap.add_argument("--runs", nargs="+", required=True)
+    args = ap.parse_args(argv)
+    work = Path(args.work)
+    print("\nOOF cosine per model (out of fold, grouped folds):")
+    for run in args.runs:
+        m = read_json(Path(run) / "metrics.json")
+        folds = ", ".join(f"{v:.4f}" for v in m["fold_cosine"].values())
+        print(f"  {m['name']:<16} {m['oof_cosine']:.4f}   folds: {folds}")
+    scores = read_json(work / "ensemble" / "scores.json")
+    print("stacked (nested CV: each fold scored by a stacker fitted on the other folds):")
+    for method, s in scores["methods"].items():
+        mark = "  <- chosen" if method == scores["chosen_method"] else ""
+        print(f"  {method:<16} {s['overall']:.4f}{mark}")
+    ids, pred = read_submission(work / "submission.csv")
+    score = mean_cosine(pred, targets_for(work / "targets" / "test", ids))
+    print(f"\nsubmission score on the demo test set ({len(ids)} images, true prompts): {score:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""pipeline.kaggle_pack: pack tiny real runs + ensemble, run the Kaggle notebook's cells from the pack, offline."""
+import base64
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from core.errors import DataError
+from core.submission import read_submission
+from models.config import load_config
+from models.train import train_run
+from pipeline import kaggle_pack as kp
+from tests.conftest import KAGGLE_SAMPLE
+from tests.model_fixtures import REPO, make_tiny_project, tiny_overrides
+
+DUMMY_SPEC = "sdi2p-dummy==0.0.1"
+
+
+def make_dummy_wheel(folder):
+    """A pure-Python wheel built by hand: lets the notebook's offline pip install run without the network."""
+    files = {"sdi2p_dummy/__init__.py": b"VALUE = 1\n",
+             "sdi2p_dummy-0.0.1.dist-info/METADATA": b"Metadata-Version: 2.1\nName: sdi2p-dummy\nVersion: 0.0.1\n",
+             "sdi2p_dummy-0.0.1.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                                  b"Tag: py3-none-any\n"}
+    record = "".join(f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
+                     f"{len(data)}\n" for name, data in files.items())
+    files["sdi2p_dummy-0.0.1.dist-info/RECORD"] = (record + "sdi2p_dummy-0.0.1.dist-info/RECORD,,\n").encode()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "sdi2p_dummy-0.0.1-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return path
+
+
+def _train(project, config, out, extra=()):
+    train_run(load_config(REPO / config, tiny_overrides(project, out, extra=list(extra))), progress=False)
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory, kaggle_sample):
+    """Tiny runs of every kind -> ensemble -> pack -> the notebook run from the pack in a subprocess."""
+    t0 = time.time()
+    root = make_tiny_project(tmp_path_factory.mktemp("kp"))
+    runs = root / "work" / "runs"
+    _train(root, "configs/convnext_demo.yaml", runs / "convnext_demo")
+    _train(root, "configs/vit_demo.yaml", runs / "vit_demo")
+    _train(root, "configs/knn_demo.yaml", runs / "knn_demo", [f"knn.features_from={runs / 'convnext_demo'}"])
+    # kNN on a frozen "pretrained" backbone whose weights are a local file: the pack must carry them
+    from models.backbones import create_backbone
+
+    torch.manual_seed(0)
+    weights = root / "pretrained" / "convnext_atto.pth"
+    weights.parent.mkdir()
+    torch.save(create_backbone({"source": "timm", "name": "convnext_atto", "pretrained": None, "kwargs": {}},
+                               32).module.state_dict(), weights)
+    _train(root, "configs/knn_demo.yaml", runs / "knn_frozen",
+           ["knn.features_from=null", f"knn.backbone={{source: timm, name: convnext_atto, pretrained: {weights}}}"])
+    from models.mean_baseline import main as mean_baseline
+
+    assert mean_baseline(["--train", str(root / "data" / "train"), "--test", str(root / "data" / "test"),
+                          "--targets", str(root / "targets"), "--folds", str(root / "folds.csv"),
+                          "--out", str(runs / "mean_baseline")]) == 0
+    names = ["mean_baseline", "convnext_demo", "vit_demo", "knn_demo", "knn_frozen"]
+    ens = root / "work" / "ensemble"
+    # equal weights: every run moves the blend, so a packing error in any of them shows
+    res = subprocess.run([sys.executable, "-m", "ensemble.fit", "--runs", *[str(runs / n) for n in names],
+                          "--out", str(ens), "--method", "equal", "--quiet"],
+                         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    t_built = time.time()
+
+    make_dummy_wheel(root / "wheelhouse")
+    pack = root / "pack"
+    assert kp.main(["--ensemble", str(ens), "--out", str(pack), "--wheels", DUMMY_SPEC,
+                    "--wheel-dir", str(root / "wheelhouse")]) == 0  # runs: from the ensemble, no --runs
+    t_packed = time.time()
+
+    from models.submit import make_submission
+
+    images = KAGGLE_SAMPLE / "images"
+    ref_ids, ref = make_submission([runs / n for n in names], ens, images, root / "ref.csv", progress=False)
+    weights.unlink()  # the notebook must not need the frozen backbone's original weights file
+
+    # The notebook's code cells, run from a folder outside the repo with no PYTHONPATH: code from the pack only.
+    script = root / "notebook_cells.py"
+    script.write_text(kp.notebook_code(pack / "notebook.ipynb"))
+    cwd = root / "kaggle_working"
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(SDI2P_PACK=str(pack), SDI2P_IMAGES=str(images), SDI2P_OUT=str(cwd / "submission.csv"),
+               PIP_TARGET=str(root / "pip_target"), OMP_NUM_THREADS="1")
+    t_nb = time.time()
+    nb = subprocess.run([sys.executable, str(script)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert nb.returncode == 0, nb.stdout[-3000:] + nb.stderr[-3000:]
+    print(f"\nkaggle pack test: build {t_built - t0:.1f} s, pack {t_packed - t_built:.1f} s, "
+          f"notebook {time.time() - t_nb:.1f} s")
+    return SimpleNamespace(root=root, runs=runs, names=names, ens=ens, pack=pack, images=images, ref_ids=ref_ids,
+                           ref=ref, nb=nb, out=cwd / "submission.csv",
+                           manifest=json.loads((pack / "MANIFEST.json").read_text()))
+
+
+def test_notebook_from_the_pack_matches_the_fp32_runs(packed):
+    assert "code from " + str(packed.pack / "code") in packed.nb.stdout
+    ids, emb = read_submission(packed.out)
+    assert len(ids) == 7 and emb.shape == (7, 384)
+    assert ids == [str(i) for i in packed.ref_ids]
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    cos = np.sum(emb * packed.ref, axis=1)
+    assert cos.min() > 1 - 1e-3, cos
+    # the wheel was installed offline by the notebook's install cell
+    assert "--no-index" in packed.nb.stdout and (packed.root / "pip_target" / "sdi2p_dummy" / "__init__.py").is_file()
+
+
+def test_each_packed_run_predicts_like_its_source(packed):
+    from models.predict import predict_images
+
+    paths = sorted(str(p) for p in packed.images.iterdir())
+    for name in ["convnext_demo", "vit_demo", "knn_demo"]:
+        a = predict_images(packed.runs / name, paths, progress=False)
+        b = predict_images(packed.pack / "runs" / name, paths, progress=False)
+        cos = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        assert cos.min() > 1 - 1e-3, (name, cos)
+
+
+def test_pack_layout_and_manifest(packed):
+    pack, m = packed.pack, packed.manifest
+    assert m["kind"] == kp.PACK_KIND and m["ensemble"]["models"] == packed.names
+    code = set(m["code"]["files"])
+    assert {"models/submit.py", "models/knn.py", "ensemble/apply.py", "oof/runs.py", "core/io.py",
+            "configs/open_clip/demo-ViT-4L-192-p8.json"} <= code
+    assert not any(f.startswith(("tests/", "pipeline/", "work/", "datagen/", "bench/")) for f in code)
+    assert sorted(str(p.relative_to(pack / "code")) for p in (pack / "code").rglob("*") if p.is_file()) == sorted(code)
+    assert sorted(p.name for p in (pack / "ensemble").iterdir()) == ["ensemble.json", "weights.npz"]
+    assert sorted(p.name for p in (pack / "runs" / "mean_baseline").iterdir()) == ["mean_embedding.npy", "metrics.json"]
+    assert [w["spec"] for w in m["wheels"]] == [DUMMY_SPEC]
+    assert (pack / "wheels" / m["wheels"][0]["file"]).is_file()
+    for name in packed.names:
+        src = json.loads((packed.runs / name / "metrics.json").read_text())
+        entry = m["runs"][name]
+        assert entry["config_hash"] == src.get("config_hash") and entry["oof_cosine"] == src["oof_cosine"]
+        for rel, c in entry["checkpoints"].items():
+            assert c["sha256"] == kp.sha256_file(pack / "runs" / name / rel)
+    assert len(m["runs"]["convnext_demo"]["checkpoints"]) == 2 and not m["runs"]["mean_baseline"]["checkpoints"]
+    assert m["sizes"]["total"] == pytest.approx(sum(p.stat().st_size for p in pack.rglob("*") if p.is_file()), rel=0.01)
+    assert not [p for p in pack.parent.iterdir() if ".partial-" in p.name]
+    # the committed notebook is the one the pack writes
+    assert (pack / "notebook.ipynb").read_text() == kp.notebook_text() == kp.NOTEBOOK_TEMPLATE.read_text()
+    nb = json.loads(kp.notebook_text())
+    assert nb["nbformat"] == 4 and [c["cell_type"] for c in nb["cells"]].count("code") == 5
+
+
+def test_fp16_pack_is_smaller_and_loads_as_fp32(packed):
+    sizes = packed.manifest["sizes"]
+    src = sum(p.stat().st_size for n in packed.names for p in (packed.runs / n).glob("folds/fold*/model.pt"))
+    assert sizes["checkpoints_source"] == src
+    # trained checkpoints (no embedded frozen backbone): about half; the manifest's saving adds up to that
+    plain = [c for name in ["convnext_demo", "vit_demo", "knn_demo"]
+             for c in packed.manifest["runs"][name]["checkpoints"].values()]
+    before, after = sum(c["source_bytes"] for c in plain), sum(c["bytes"] for c in plain)
+    assert after < 0.6 * before
+    saved = sum(c["fp16_saved_bytes"] for c in plain)
+    assert saved == pytest.approx(before - after, rel=0.05) and sizes["fp16_saving"] >= saved
+    for name in ["convnext_demo", "vit_demo"]:
+        before = (packed.runs / name / "folds" / "fold0" / "model.pt").stat().st_size
+        after = (packed.pack / "runs" / name / "folds" / "fold0" / "model.pt").stat().st_size
+        assert after < 0.6 * before, (name, before, after)
+    ckpt = torch.load(packed.pack / "runs" / "vit_demo" / "folds" / "fold0" / "model.pt", weights_only=False)
+    sd = ckpt["state_dict"]
+    assert sd["target_mean"].dtype == sd["target_std"].dtype == torch.float32
+    assert {v.dtype for k, v in sd.items() if k not in kp.KEEP_FP32 and v.is_floating_point()} == {torch.float16}
+    knn = torch.load(packed.pack / "runs" / "knn_demo" / "folds" / "fold1" / "model.pt", weights_only=False)
+    assert knn["bank_targets"].dtype == np.float16 and knn["bank_features"].dtype == np.float16
+    assert knn["feature_model"]["state_dict"]["head.1.weight"].dtype == torch.float16
+    frozen = torch.load(packed.pack / "runs" / "knn_frozen" / "folds" / "fold0" / "model.pt", weights_only=False)
+    assert frozen["feature_model"]["state_dict"] is not None  # the weights travel; no file or download needed
+    assert all(c["frozen_backbone_embedded"] for c in packed.manifest["runs"]["knn_frozen"]["checkpoints"].values())
+    from models.engine import build_model_for_inference
+
+    model, _ = build_model_for_inference(ckpt["config"], sd, "cpu")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_clear_errors(packed, tmp_path, capsys):
+    out = str(tmp_path / "pack")
+    assert kp.main(["--ensemble", str(tmp_path / "nope"), "--out", out, "--no-wheels"]) == 2
+    assert "ensemble folder not found" in capsys.readouterr().err
+    ghost = tmp_path / "ens"
+    shutil.copytree(packed.ens, ghost)
+    manifest = json.loads((ghost / "ensemble.json").read_text())
+    manifest["models"].append("ghost")
+    (ghost / "ensemble.json").write_text(json.dumps(manifest))
+    assert kp.main(["--ensemble", str(ghost), "--out", out, "--no-wheels"]) == 2
+    assert "run 'ghost' is blended by the ensemble but absent" in capsys.readouterr().err
+    # --runs lacking one of the blended runs
+    assert kp.main(["--ensemble", str(packed.ens), "--runs", str(packed.runs / "vit_demo"), "--out", out,
+                    "--no-wheels"]) == 2
+    missing = "no run directory for ['mean_baseline', 'convnext_demo', 'knn_demo', 'knn_frozen']"
+    assert missing in capsys.readouterr().err
+    # an unfinished run (no manifest.json)
+    unfinished = tmp_path / "runs" / "vit_demo"
+    shutil.copytree(packed.runs / "vit_demo", unfinished)
+    (unfinished / "manifest.json").unlink()
+    runs = [str(packed.runs / n) for n in packed.names if n != "vit_demo"] + [str(unfinished)]
+    assert kp.main(["--ensemble", str(packed.ens), "--runs", *runs, "--out", out, "--no-wheels"]) == 2
+    assert "manifest.json: missing: the run is unfinished" in capsys.readouterr().err
+    assert not (tmp_path / "pack").exists() and not list(tmp_path.glob(".pack.partial-*"))
+    # never replaces a folder that is not a pack
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("x")
+    with pytest.raises(DataError, match="not a pack"):
+        kp.make_pack(packed.ens, other, wheels=[])
+    assert (other / "keep.txt").is_file() and not list(tmp_path.glob(".other.partial-*"))
+
+
+def test_lgbm_ensemble_packs_its_stacker_and_lightgbm(packed, tmp_path):
+    ens = tmp_path / "ensemble"
+    shutil.copytree(packed.ens, ens)
+    (ens / "lgbm_stacker.json.gz").write_bytes(b"stand-in")  # only copied here, never loaded
+    manifest = json.loads((ens / "ensemble.json").read_text())
+    manifest.update(method="lgbm", file="lgbm_stacker.json.gz", linear_fallback={"method": "equal",
+                                                                                 "file": "weights.npz"},
+                    models=["mean_baseline", "vit_demo"])  # knn_frozen's original weights file is gone
+    (ens / "ensemble.json").write_text(json.dumps(manifest))
+    wheelhouse = tmp_path / "wheelhouse"
+    make_dummy_wheel(wheelhouse)
+    lgbm = f"lightgbm-{kp.read_pins()['lightgbm']}-py3-none-manylinux_2_28_x86_64.whl"
+    (wheelhouse / lgbm).write_bytes(b"stand-in")  # found by name: no download
+    m = kp.make_pack(ens, tmp_path / "pack", wheels=[DUMMY_SPEC], wheel_dir=wheelhouse)
+    assert sorted(p.name for p in (tmp_path / "pack" / "ensemble").iterdir()) == [
+        "ensemble.json", "lgbm_stacker.json.gz", "weights.npz"]
+    assert [w["file"] for w in m["wheels"]] == ["sdi2p_dummy-0.0.1-py3-none-any.whl", lgbm]
+
+
+def test_wheel_specs_follow_requirements_pins():
+    pins = kp.read_pins()
+    assert kp.wheel_specs(["timm", "open_clip_torch", "ftfy==6.3.1"]) == [
+        f"timm=={pins['timm']}", f"open_clip_torch=={pins['open-clip-torch']}", "ftfy==6.3.1"]
+    with pytest.raises(DataError, match="neither pinned"):
+        kp.wheel_specs(["no-such-package-sdi2p"])
+    assert kp._parse_wheel("open_clip_torch-3.3.0-py3-none-any.whl") == ("open-clip-torch", "3.3.0")

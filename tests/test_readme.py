@@ -1,0 +1,125 @@
+"""Every command in README.md is run here (or by CI), so the README cannot go stale.
+
+README code blocks by info string:
+    bash        runnable commands: run in order in a fresh folder, at tiny sizes (the Kaggle pack
+                without downloading wheels)
+    bash setup  the fresh-machine commands: .ci/run runs the same install, tests and run_all.sh
+    bash gpu    need GPUs / downloaded weights: each has a CPU stand-in below
+    bash bench  benchmarks (long): each must answer --help; their numbers come from real runs
+"""
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.model_fixtures import REPO
+
+README = (REPO / "README.md").read_text()
+TINY_TRAIN = ["--set", "train.epochs=1", "--set", "train.max_steps_per_epoch=2", "--set", "train.batch_size=8",
+              "--set", "train.num_threads=1"]
+
+
+def blocks(kind):
+    """Command lines of the README's ```<kind> blocks (comments and blank lines dropped)."""
+    out = []
+    for info, body in re.findall(r"```([^\n]*)\n(.*?)```", README, flags=re.S):
+        if info.strip() == kind:
+            out += [ln.strip() for ln in body.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    return out
+
+
+def tiny(cmd):
+    """The README command at test size: same command and options, plus size-reducing overrides."""
+    argv = shlex.split(cmd)
+    if argv[0] == "python":
+        argv[0] = sys.executable
+    joined = " ".join(argv[1:3])
+    if joined == "-m datagen.demo":
+        argv += ["--n-train", "45", "--n-test", "6"]
+    if joined == "-m models.train":
+        argv += TINY_TRAIN
+    if joined == "-m ensemble.fit":
+        argv += ["--quiet"]
+    if joined == "-m pipeline.kaggle_pack":
+        argv += ["--no-wheels"]  # no downloads in tests; tests/test_kaggle_pack.py packs wheels from a folder
+    return argv
+
+
+def run(argv, cwd, env, timeout=600):
+    res = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, f"{shlex.join(argv)}\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
+    return res
+
+
+@pytest.fixture(scope="module")
+def env():
+    return dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
+
+
+@pytest.fixture(scope="module")
+def readme_workspace(tmp_path_factory, env):
+    """Run the README's stage commands in order in a fresh folder; return that folder."""
+    cwd = tmp_path_factory.mktemp("readme")
+    cmds = blocks("bash")
+    assert cmds and cmds[0] == "source .venv/bin/activate"
+    for cmd in cmds[1:]:
+        run(tiny(cmd), cwd, env)
+    return cwd
+
+
+def test_readme_stage_commands_run(readme_workspace):
+    from core.submission import read_submission
+
+    ids, emb = read_submission(readme_workspace / "work" / "submission_offline.csv")
+    assert len(ids) == 6 and emb.shape == (6, 384)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    # The offline path (fold checkpoints + blend) reproduces the ensemble's own test blend.
+    ids2, emb2 = read_submission(readme_workspace / "work" / "ensemble" / "submission.csv")
+    pos = {i: k for k, i in enumerate(ids2)}
+    assert np.abs(emb - emb2[[pos[i] for i in ids]]).max() < 1e-3
+
+
+def test_every_command_has_help(env):
+    modules = sorted({shlex.split(c)[2] for c in blocks("bash") if c.startswith("python -m")})
+    modules += ["pipeline.run", "pipeline.summary", "models.image_cache"]
+    for cmd in blocks("bench"):
+        modules.append(shlex.split(cmd)[2])
+    for module in modules:
+        res = run([sys.executable, "-m", module, "--help"], REPO, env, timeout=120)
+        assert "usage" in res.stdout.lower(), module
+
+
+def test_setup_commands_match_ci():
+    setup = blocks("bash setup")
+    assert len(setup) == 2
+    ci = (REPO / ".ci" / "run").read_text()
+    install = "pip install -r requirements.txt"
+    assert all(install in s for s in setup) and install in ci
+    assert setup[0].endswith("./run_all.sh") and "run_all.sh" in ci
+    assert setup[1].endswith("python -m pytest -q tests") and "python -m pytest -q tests" in ci
+
+
+def test_gpu_commands_cpu_stand_ins(readme_workspace, env):
+    """Each GPU command, run the same way on the CPU with 2 gloo processes and demo configs."""
+    stand_ins = {
+        "./run_all.sh --config configs/pipeline/gpu_production.yaml --gpus 8": "pipeline",
+        "torchrun --nproc_per_node 8 -m models.train --config configs/eva02_l.yaml": "ddp",
+    }
+    assert blocks("bash gpu") == list(stand_ins), "a README GPU command without a CPU stand-in"
+    res = run([str(REPO / "run_all.sh"), "--config", "configs/pipeline/gpu_production.yaml", "--gpus", "2", "--list"],
+              readme_workspace, env)
+    train_lines = [ln for ln in res.stdout.splitlines() if ln.startswith("train:")]
+    assert len(train_lines) == 4 and all("torch.distributed.run --nproc_per_node 2 -m models.train" in ln
+                                         for ln in train_lines)
+    # torchrun of models.train: the same launcher module, 2 processes, the eva family at demo size.
+    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+         "-m", "models.train", "--config", "configs/eva_demo.yaml", "--overwrite", "--no-progress",
+         "--set", "out=work/runs/eva_ddp"] + TINY_TRAIN, readme_workspace, env)
+    from oof.runs import load_run
+
+    assert load_run(readme_workspace / "work" / "runs" / "eva_ddp").oof_ids == \
+        load_run(readme_workspace / "work" / "runs" / "eva_demo").oof_ids
