@@ -168,7 +168,7 @@ def train_fold(cfg, fold, images, targets, train_rows, val_rows, fold_dir, env, 
 
     images_seen, train_seconds = 0, 0.0
     for epoch in range(start_epoch, tcfg["epochs"]):
-        if best["bad_epochs"] > tcfg["early_stopping_patience"] and len(inner_rows):
+        if best["bad_epochs"] >= tcfg["early_stopping_patience"] and len(inner_rows):
             break
         t_epoch = time.time()
         ddp_model.train()
