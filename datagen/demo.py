@@ -8,7 +8,7 @@ scene can be worded several ways: some scenes appear two or three times, reworde
 rendered, like the near-duplicates of real prompt corpora (the `scene` column says which rows
 share one). Duplicates are shuffled across train and test, as in the real data.
 
-    python -m datagen.demo --out work/data/demo --n-train 1800 --n-test 300 --size 64 --seed 0
+    python -m datagen.demo --out work/data/demo --n-train 1500 --n-test 300 --size 64 --seed 0
 
 writes OUT/train/images/<imgId>.png, OUT/train/prompts.csv (imgId,prompt,scene),
 OUT/test/images/<imgId>.png and OUT/test_prompts.csv. Every image has its own random stream
@@ -1640,7 +1640,7 @@ def prompts_frame(rows):
     return pd.DataFrame({"imgId": [r.img_id for r in rows], "prompt": [r.prompt for r in rows], "scene": [r.scene_id for r in rows]})
 
 
-def generate_demo(out_dir, n_train=1800, n_test=300, size=64, seed=0, progress=True):
+def generate_demo(out_dir, n_train=1500, n_test=300, size=64, seed=0, progress=True):
     """Write the demo dataset in the competition layout under `out_dir`; return a summary dict."""
     if n_train < 1 or n_test < 0 or size < 8 or seed < 0:
         raise ValueError(f"need n_train >= 1, n_test >= 0, size >= 8, seed >= 0; got {n_train}, {n_test}, {size}, {seed}")
@@ -1674,7 +1674,7 @@ def main(argv=None):
         description="Render the procedural demo dataset (images from SD-style prompts) in the competition layout."
     )
     ap.add_argument("--out", default="work/data/demo", help="output folder (default: %(default)s)")
-    ap.add_argument("--n-train", type=int, default=1800, help="training images (default: %(default)s)")
+    ap.add_argument("--n-train", type=int, default=1500, help="training images (default: %(default)s)")
     ap.add_argument("--n-test", type=int, default=300, help="test images (default: %(default)s)")
     ap.add_argument("--size", type=int, default=64, help="image side in pixels (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="same seed and sizes give byte-identical files (default: %(default)s)")

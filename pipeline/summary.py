@@ -10,6 +10,7 @@ from core.io import read_json
 from core.metric import mean_cosine
 from core.submission import read_submission
 from core.targets import targets_for
+from oof.residuals import run_residual_correlation
 
 
 def main(argv=None):
@@ -23,6 +24,9 @@ def main(argv=None):
         m = read_json(Path(run) / "metrics.json")
         folds = ", ".join(f"{v:.4f}" for v in m["fold_cosine"].values())
         print(f"  {m['name']:<16} {m['oof_cosine']:.4f}   folds: {folds}")
+    corr = run_residual_correlation(args.runs, work / "targets" / "train")
+    print("pairwise correlation of OOF residuals (direction of each error; lower = more for the stacker):")
+    print("  " + corr.round(3).to_string().replace("\n", "\n  "))
     scores = read_json(work / "ensemble" / "scores.json")
     print("stacked (nested CV: each fold scored by a stacker fitted on the other folds):")
     for method, s in scores["methods"].items():
