@@ -233,3 +233,12 @@ def test_knn_never_uses_its_own_fold(project, tmp_path):
     run = load_run(tmp_path / "knn")
     assert run.oof_ids == load_run(tmp_path / "feat").oof_ids and metrics["oof_cosine"] > 0
     assert (tmp_path / "knn" / "features" / "fold0_train.npy").is_file()
+
+
+def test_inner_validation_stops_after_patience_epochs_without_improvement(project, tmp_path):
+    # lr 0 everywhere: the model never changes, so the inner score never improves after epoch 1.
+    frozen = ["train.lr=0", "train.min_lr=0", "train.inner_val_fraction=0.25", "train.early_stopping_patience=1"]
+    metrics = train_run(cfg_for(project, "convnext", tmp_path / "es", epochs=5, extra=frozen), progress=False)
+    assert set(metrics["epochs"].values()) == {2}  # epoch 1 sets the best, epoch 2 fails to beat it, stop
+    plain = train_run(cfg_for(project, "convnext", tmp_path / "plain", epochs=5, extra=frozen[:2]), progress=False)
+    assert set(plain["epochs"].values()) == {5}  # no inner split: the fixed number of epochs
