@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.errors import DataError
+from core.errors import DataError, exit_on_data_error
 
 PROMPTS_FILE = "prompts.csv"
 IMAGES_DIR = "images"
@@ -115,19 +115,16 @@ def check_images(paths, progress=True):
         open_image(p)
 
 
+@exit_on_data_error
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Validate a dataset in the competition layout (images/ + prompts.csv).")
     ap.add_argument("data", help="dataset folder")
     ap.add_argument("--require-prompts", action="store_true", help="fail if prompts.csv is absent")
     ap.add_argument("--decode", action="store_true", help="also decode every image")
     args = ap.parse_args(argv)
-    try:
-        frame = load_dataset(args.data, require_prompts=args.require_prompts)
-        if args.decode:
-            check_images(frame["path"])
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    frame = load_dataset(args.data, require_prompts=args.require_prompts)
+    if args.decode:
+        check_images(frame["path"])
     kind = "train" if "prompt" in frame.columns else "test"
     print(f"{args.data}: {len(frame)} images ({kind}); columns {list(frame.columns)}")
     return 0

@@ -21,6 +21,7 @@ import pandas as pd
 
 from core.errors import DataError
 from core.io import save_csv, sha256_file, write_json
+from core.metric import l2_normalize
 
 FOLDS_FILE_COLUMNS = ("imgId", "fold")
 
@@ -61,16 +62,11 @@ class UnionFind:
         return order[inverse]
 
 
-def _normalize(x):
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def similar_pairs_exact(emb, threshold, chunk=2048, progress=False):
     """Yield (i, j) index arrays, i < j, of every pair with cosine >= threshold."""
     from tqdm import tqdm
 
-    x = _normalize(emb)
+    x = l2_normalize(emb)
     n = len(x)
     for start in tqdm(range(0, n, chunk), desc="exact pairs", disable=not progress, unit="chunk"):
         stop = min(start + chunk, n)
@@ -92,7 +88,7 @@ def similar_pairs_fast(emb, threshold, nlist=None, nprobe=None, seed=0, progress
     import faiss
     from tqdm import tqdm
 
-    x = _normalize(emb)
+    x = l2_normalize(emb)
     n, d = x.shape
     if nlist is None:
         nlist = int(min(4096, max(1, 3 * np.sqrt(n))))

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from core import EMBEDDING_DIM
-from core.errors import DataError
+from core.errors import DataError, exit_on_data_error
 from core.io import read_json, save_csv, save_npy, sha256_file, sha256_json, sha256_strings, write_json
 
 TARGETS_FILE = "targets.npy"
@@ -143,6 +143,7 @@ def targets_for(target_dir, ids):
     return emb[[pos[i] for i in ids]]
 
 
+@exit_on_data_error
 def main(argv=None):
     from core.dataset import read_prompts
 
@@ -155,12 +156,8 @@ def main(argv=None):
     src = Path(args.prompts)
     if src.is_dir():
         src = src / "prompts.csv"
-    try:
-        frame = read_prompts(src)
-        emb, reused = compute_targets(frame["imgId"], frame["prompt"], args.out, embedder=args.embedder, batch_size=args.batch_size)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    frame = read_prompts(src)
+    emb, reused = compute_targets(frame["imgId"], frame["prompt"], args.out, embedder=args.embedder, batch_size=args.batch_size)
     print(f"{'reused' if reused else 'wrote'} {args.out}: {emb.shape[0]} x {emb.shape[1]} targets")
     return 0
 

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from core.metric import l2_normalize
 from models.augment import augment_batch, normalize, to_float
 from models.distributed import barrier, gather_rows, shard
 from models.net import build_model, training_loss
@@ -87,8 +88,7 @@ def predict_rows(model, images, rows, pre, batch_size, device, precision="auto",
 
 
 def cosine(pred, target):
-    pred = pred / np.maximum(np.linalg.norm(pred, axis=1, keepdims=True), 1e-12)
-    return float(np.mean(np.sum(pred * target, axis=1)))
+    return float(np.mean(np.sum(l2_normalize(pred) * target, axis=1)))
 
 
 def make_optimizer(model, tcfg):

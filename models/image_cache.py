@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from core.dataset import load_dataset, open_image
-from core.errors import DataError
+from core.errors import DataError, exit_on_data_error
 from core.io import atomic_path, sha256_json, write_json
 
 INTERPOLATION = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}
@@ -88,6 +88,7 @@ def build_image_cache(paths, size, cache_dir="work/cache", interpolation="bicubi
     return np.load(array_path, mmap_mode="r")
 
 
+@exit_on_data_error
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Build the uint8 image cache of a dataset folder.")
     ap.add_argument("data", help="dataset folder (images/ [+ prompts.csv])")
@@ -96,12 +97,8 @@ def main(argv=None):
     ap.add_argument("--interpolation", default="bicubic", choices=sorted(INTERPOLATION))
     ap.add_argument("--workers", type=int, default=None)
     args = ap.parse_args(argv)
-    try:
-        frame = load_dataset(args.data)
-        arr = build_image_cache(frame["path"], args.size, args.cache_dir, args.interpolation, args.workers)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    frame = load_dataset(args.data)
+    arr = build_image_cache(frame["path"], args.size, args.cache_dir, args.interpolation, args.workers)
     print(f"cache {arr.filename}: {arr.shape}")
     return 0
 

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from core.dataset import load_dataset
-from core.errors import DataError
+from core.errors import exit_on_data_error
 from core.folds import load_folds
 from core.metric import cosine_scores, l2_normalize
 from core.targets import targets_for
@@ -31,6 +31,7 @@ def mean_baseline_predictions(targets, folds):
     return oof, targets.mean(axis=0)
 
 
+@exit_on_data_error
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Constant mean-embedding baseline as an OOF run directory.")
     ap.add_argument("--train", required=True, help="training dataset folder (images/ + prompts.csv)")
@@ -40,15 +41,11 @@ def main(argv=None):
     ap.add_argument("--out", default="work/runs/mean_baseline")
     args = ap.parse_args(argv)
     t0 = time.time()
-    try:
-        train = load_dataset(args.train, require_prompts=True)
-        test = load_dataset(args.test)
-        ids = train["imgId"].tolist()
-        targets = targets_for(args.targets, ids)
-        folds = load_folds(args.folds, ids)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    train = load_dataset(args.train, require_prompts=True)
+    test = load_dataset(args.test)
+    ids = train["imgId"].tolist()
+    targets = targets_for(args.targets, ids)
+    folds = load_folds(args.folds, ids)
     oof, mean = mean_baseline_predictions(targets, folds)
     scores = cosine_scores(oof, targets)
     per_fold = {int(k): float(scores[folds == k].mean()) for k in np.unique(folds)}

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from core.dataset import load_images
-from core.errors import DataError
+from core.errors import DataError, exit_on_data_error
 from core.io import read_json, save_csv, save_npy
 from core.metric import l2_normalize
 from models.mean_baseline import CONSTANT_MODEL
@@ -68,6 +68,7 @@ def predict_images(run_dir, image_paths, batch_size=None, tta=None, cache_dir=No
     return total / n_folds
 
 
+@exit_on_data_error
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="a finished run directory (work/runs/<name>)")
@@ -79,12 +80,8 @@ def main(argv=None):
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     args = ap.parse_args(argv)
     images_dir = Path(args.images)
-    try:
-        frame = load_images(images_dir)
-        pred = predict_images(args.run, frame["path"].tolist(), args.batch_size, args.tta, args.cache_dir, args.device)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    frame = load_images(images_dir)
+    pred = predict_images(args.run, frame["path"].tolist(), args.batch_size, args.tta, args.cache_dir, args.device)
     out = Path(args.out or Path(args.run) / "predict" / images_dir.resolve().name)
     save_npy(out / "pred.npy", pred)
     save_csv(out / "ids.csv", pd.DataFrame({"imgId": frame["imgId"]}))

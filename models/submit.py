@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from core.dataset import load_images
-from core.errors import DataError
+from core.errors import DataError, exit_on_data_error
 from core.submission import write_submission
 from ensemble.apply import apply_ensemble, read_manifest
 from models.predict import predict_images
@@ -38,6 +38,7 @@ def make_submission(run_dirs, ensemble_dir, images_dir, out, batch_size=None, tt
     return frame["imgId"].tolist(), blended
 
 
+@exit_on_data_error
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", nargs="+", required=True, help="run directories named in the ensemble")
@@ -48,12 +49,8 @@ def main(argv=None):
     ap.add_argument("--tta", choices=["none", "flip", "crops"], default=None)
     ap.add_argument("--device", default=None)
     args = ap.parse_args(argv)
-    try:
-        ids, blended = make_submission(args.runs, args.ensemble, args.images, args.out, args.batch_size, args.tta,
-                                       args.device)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    ids, blended = make_submission(args.runs, args.ensemble, args.images, args.out, args.batch_size, args.tta,
+                                   args.device)
     print(f"wrote {args.out}: {len(ids)} images x {blended.shape[1]}")
     return 0
 

@@ -8,13 +8,9 @@ import sys
 import numpy as np
 import pandas as pd
 
+from core.metric import l2_normalize
 from core.targets import targets_for
 from oof.runs import aligned, check_compatible, load_run
-
-
-def unit_rows(x):
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def directional_residual(prediction, targets):
@@ -23,7 +19,7 @@ def directional_residual(prediction, targets):
     The part along the target (1 - cosine) is left out: every imperfect model has it, which
     would make any two models look alike, and a normalized blend cannot cancel it.
     """
-    p, t = unit_rows(prediction), unit_rows(targets)
+    p, t = l2_normalize(prediction), l2_normalize(targets)
     return p - np.sum(p * t, axis=1, keepdims=True) * t
 
 

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import DataError
+from core.errors import DataError, exit_on_data_error
 from core.io import atomic_path, read_json, sha256_file, sha256_json, write_json, write_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -625,6 +625,7 @@ def make_pack(ensemble_dir, out, run_dirs=None, wheels=DEFAULT_WHEELS, with_torc
     return manifest
 
 
+@exit_on_data_error
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m pipeline.kaggle_pack", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -655,12 +656,8 @@ def main(argv=None):
         return 0
     if not args.ensemble:
         ap.error("--ensemble is required")
-    try:
-        make_pack(args.ensemble, args.out, args.runs, [] if args.no_wheels else args.wheels, args.with_torch,
-                  args.wheel_dir, args.python_version, args.platform, not args.fp32, args.dataset_id)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    make_pack(args.ensemble, args.out, args.runs, [] if args.no_wheels else args.wheels, args.with_torch,
+              args.wheel_dir, args.python_version, args.platform, not args.fp32, args.dataset_id)
     return 0
 
 

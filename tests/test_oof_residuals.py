@@ -1,12 +1,13 @@
 """oof.residuals: the pairwise correlation of models' OOF residuals."""
 import numpy as np
 
-from oof.residuals import residual_correlation, unit_rows
+from core.metric import l2_normalize
+from oof.residuals import residual_correlation
 
 
 def test_shared_errors_correlate_and_independent_errors_do_not():
     rng = np.random.default_rng(0)
-    t = unit_rows(rng.normal(size=(2000, 384)))
+    t = l2_normalize(rng.normal(size=(2000, 384)))
     shared = 0.3 * rng.normal(size=t.shape)
     preds = {
         "a": t + shared + 0.05 * rng.normal(size=t.shape),
@@ -23,7 +24,7 @@ def test_shared_errors_correlate_and_independent_errors_do_not():
 
 def test_prediction_scale_does_not_change_residuals():
     rng = np.random.default_rng(1)
-    t = unit_rows(rng.normal(size=(300, 384)))
+    t = l2_normalize(rng.normal(size=(300, 384)))
     p = t + 0.5 * rng.normal(size=t.shape)
     q = t + 0.5 * rng.normal(size=t.shape)
     c1 = residual_correlation({"p": p, "q": q}, t)
