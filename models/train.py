@@ -149,12 +149,15 @@ def train_run(cfg, folds=None, resume=False, overwrite=False, progress=True):
 
             size, interp = cfg["image"]["size"], cfg["image"]["interpolation"]
             cache = cfg["data"]["cache_dir"]
-            if env.is_main:  # one process decodes; the others open the finished cache
-                build_image_cache(data.train["path"], size, cache, interp, progress=progress)
-                build_image_cache(data.test["path"], size, cache, interp, progress=progress)
+            caches = None
+            if env.is_main:  # one process decodes; the others open the finished cache after the barrier
+                caches = [build_image_cache(d["path"], size, cache, interp, progress=progress)
+                          for d in (data.train, data.test)]
             barrier(env)
-            images = build_image_cache(data.train["path"], size, cache, interp, progress=False)
-            test_images = build_image_cache(data.test["path"], size, cache, interp, progress=False)
+            if caches is None:
+                caches = [build_image_cache(d["path"], size, cache, interp, progress=False)
+                          for d in (data.train, data.test)]
+            images, test_images = caches
             for k in parse_folds(folds, data.k):
                 if fold_done(run_dir, k, chash):
                     if env.is_main:
