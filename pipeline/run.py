@@ -31,6 +31,7 @@ class Stage:
     cmd: list
     inputs: list = field(default_factory=list)  # files or folders whose content the stage reads
     outputs: list = field(default_factory=list)  # paths that must exist for a skip
+    code: list = field(default_factory=list)  # source files or packages the stage runs, hashed by content
 
 
 def fingerprint(stage):
@@ -47,7 +48,26 @@ def fingerprint(stage):
                     h.update(f"{f.relative_to(p)}:{st.st_size}:{st.st_mtime_ns}".encode())
         else:
             h.update(b"<missing>")
+    for path in stage.code:
+        h.update(code_digest(path))
     return h.hexdigest()
+
+
+def code_digest(path):
+    """sha256 of a source file, or of a package's .py files (relative names + bytes).
+
+    Content only: no mtimes and no __pycache__, so moving code around or touching a file
+    without changing it does not rerun the stage (and every stage after it).
+    """
+    p = Path(path)
+    h = hashlib.sha256()
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*.py") if "__pycache__" not in f.parts)
+    if not files:
+        raise SystemExit(f"error: {p}: no source code to fingerprint (file or package missing)")
+    for f in files:
+        h.update(str(f.relative_to(p) if f != p else f.name).encode())
+        h.update(_file_digest(f))
+    return h.digest()
 
 
 def _file_digest(path):
@@ -98,7 +118,7 @@ def build_stages(cfg, args):
         stages.append(Stage("data", py + ["-m", "datagen.demo", "--out", str(data), "--n-train", str(demo["n_train"]),
                                           "--n-test", str(demo["n_test"]), "--size", str(demo["size"]),
                                           "--seed", str(demo.get("seed", 0))],
-                            inputs=[REPO / "datagen" / "demo.py"], outputs=[train / "prompts.csv", test_prompts]))
+                            code=[REPO / "datagen" / "demo"], outputs=[train / "prompts.csv", test_prompts]))
     else:
         train, test = Path(d["train"]).resolve(), Path(d["test"]).resolve()
         test_prompts = Path(d["test_prompts"]).resolve() if d.get("test_prompts") else None

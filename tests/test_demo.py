@@ -1,4 +1,5 @@
 """The procedural demo dataset: determinism, layout, visible wording, near-duplicates."""
+import hashlib
 import re
 from dataclasses import replace
 
@@ -49,6 +50,38 @@ def test_same_seed_gives_identical_files(generated, tmp_path):
     a, b = files_of(first), files_of(tmp_path)
     assert a.keys() == b.keys()
     assert all(a[k] == b[k] for k in a), [k for k in a if a[k] != b[k]][:3]
+
+
+def tree_sha256(root):
+    """One sha256 over every file under `root`: relative path, a NUL, then the bytes, in sorted order."""
+    h = hashlib.sha256()
+    for name, data in files_of(root).items():
+        h.update(name.encode() + b"\0" + data)
+    return h.hexdigest()
+
+
+# Regression checksums recorded with the single-file datagen/demo.py before it was split into the
+# datagen/demo/ package (issue 10): the split had to move code, not change output. The first set
+# draws every kind, background, style, framing, tag and relation at least once; the second renders
+# at the default 64 px. A deliberate change to the demo's output updates these values; so may a
+# Pillow/zlib/numpy/scipy upgrade (PNG bytes, resampling), in which case check pixels first.
+@pytest.mark.parametrize("settings, digest", [
+    (dict(n_train=170, n_test=30, size=24, seed=0), "98c3b67f4cd1aefa261e9f54f821d680870895daffab26938215b97fec77bb40"),
+    (dict(n_train=40, n_test=10, size=64, seed=3), "1df645672c59f7252a0af0f44dd514495b7ebbb918146ba8430c30d67d5549eb"),
+])
+def test_output_matches_checksum_recorded_before_the_split(tmp_path, settings, digest):
+    generate_demo(tmp_path, progress=False, **settings)
+    assert tree_sha256(tmp_path) == digest
+
+
+def test_first_checksum_set_draws_every_option():
+    scenes = [r.scene for r in plan_rows(170 + 30, seed=0)]
+    assert {g.kind for s in scenes for g in s.groups} == set(demo.KINDS)
+    assert {s.background for s in scenes} == set(demo.BACKGROUNDS) | {None}
+    assert {s.style for s in scenes} == set(demo.STYLES) | {None}
+    assert {s.framing for s in scenes} == set(demo.FRAMINGS) | {None}
+    assert {t for s in scenes for t in s.tags} == set(demo.TAGS)
+    assert {s.relation for s in scenes} == set(demo.RELATIONS) - {"inside"} | {None}  # "inside" is only worded
 
 
 def test_different_seed_gives_different_prompts_and_images(generated, tmp_path):
