@@ -3,7 +3,7 @@
     python -m bench.bench_trainer [--steps 20] [--batch 64] [--size 64] [--threads 2]
 
 bare:    the same model, batch size and AdamW step on random tensors already in memory
-trainer: models.engine.train_fold reading a uint8 memory-mapped image cache, with batched
+trainer: models.loop.train_fold reading a uint8 memory-mapped image cache, with batched
          augmentation, normalisation, LR schedule and loss (the OOF evaluation is switched off)
 Prints images/s of each and the ratio trainer / bare (target >= 0.9). A and B alternate
 twice and the better of each is kept, since this machine is noisy. Whole-loop ratios still
@@ -22,7 +22,8 @@ import torch
 from models.config import load_config
 from models.distributed import DistEnv
 from models.augment import augment_batch, normalize
-from models.engine import batch_tensor, make_optimizer, train_fold
+from models.engine import batch_tensor, make_optimizer
+from models.loop import train_fold
 from models.net import build_model, training_loss
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +56,7 @@ def trainer_loop(cfg, steps, batch, size, tmp):
     targets = rng.normal(size=(n, 384)).astype(np.float32)
     targets /= np.linalg.norm(targets, axis=1, keepdims=True)
     _, _, _, stats = train_fold(cfg, 0, images, targets, np.arange(n), np.arange(0), Path(tmp) / "fold", DistEnv(),
-                                progress=False, log=lambda *_: None)
+                                progress=False)
     return stats["train_images_per_sec"]
 
 

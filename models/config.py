@@ -5,6 +5,7 @@ changes the model's predictions (not where outputs or caches go), so a finished 
 only when the same settings would be trained again.
 """
 import copy
+import re
 from pathlib import Path
 
 import yaml
@@ -60,6 +61,10 @@ DEFAULTS = {
         "early_stopping_patience": 2,
         "eval_every": 1,  # log the OOF fold's cosine every n epochs (monitoring only, never selection)
         "num_threads": None,  # CPU threads per process; null: cores / processes
+        "clip_grad": None,  # max gradient norm (null: no clipping)
+        # mid-epoch checkpoints: every N optimizer updates, or "30min" (null: epoch ends only;
+        # SIGTERM / SIGINT always save one)
+        "checkpoint_every": None,
     },
     "predict": {"batch_size": 128, "tta": "none"},
     "knn": {
@@ -81,7 +86,11 @@ DEFAULTS = {
 # Settings that move outputs around without changing them: left out of the hash.
 # Data paths are replaced in the hash by their contents' identities (see `config_hash(inputs=)`).
 UNHASHED = {("data", "cache_dir"), ("data", "train"), ("data", "test"), ("data", "targets"), ("data", "folds"),
-            ("out",), ("train", "num_threads"), ("predict", "batch_size"), ("train", "eval_every")}
+            ("out",), ("train", "num_threads"), ("predict", "batch_size"), ("train", "eval_every"),
+            ("train", "checkpoint_every")}
+# Settings added after runs were finished: left out of the hash while they hold the value that
+# reproduces the old behaviour, so those runs keep their hash.
+HASH_NEUTRAL = {("train", "clip_grad"): None}
 
 
 class ConfigError(ValueError):
@@ -154,11 +163,38 @@ def validate(cfg, path="config"):
     need(cfg["train"]["epochs"] >= 1, "train.epochs must be >= 1")
     need(0 < cfg["train"]["layer_decay"] <= 1, "train.layer_decay must be in (0, 1]")
     need(cfg["predict"]["tta"] in ("none", "flip", "crops"), "predict.tta must be none, flip or crops")
+    clip = cfg["train"]["clip_grad"]
+    need(clip is None or (isinstance(clip, (int, float)) and not isinstance(clip, bool) and clip > 0),
+         f"train.clip_grad must be null or a positive number, got {clip!r}")
+    try:
+        parse_checkpoint_every(cfg["train"]["checkpoint_every"])
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def parse_checkpoint_every(value):
+    """`train.checkpoint_every`: null/0 (epoch ends only), N optimizer updates, or "N min" -> (updates, seconds)."""
+    if value in (None, 0, "0"):
+        return None, None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"train.checkpoint_every must be >= 0, got {value}")
+        return value, None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(min|m)\s*", str(value))
+    if not m:
+        raise ValueError(f"train.checkpoint_every: {value!r}; use optimizer updates (500) or minutes ('30min')")
+    return None, float(m.group(1)) * 60
 
 
 def config_hash(cfg, inputs=None):
     """sha256 of the result-deciding settings (and of the inputs' identities, if given)."""
     hashed = copy.deepcopy(cfg)
+    for keys, neutral in HASH_NEUTRAL.items():
+        node = hashed
+        for k in keys[:-1]:
+            node = node[k]
+        if node.get(keys[-1], neutral) == neutral:
+            node.pop(keys[-1], None)
     for keys in UNHASHED:
         node = hashed
         for k in keys[:-1]:

@@ -10,9 +10,11 @@ predictions), metrics.json, train_log.csv, manifest.json (last).
 
 A finished run with the same config hash is skipped; a different hash is an error naming both
 unless --overwrite. A killed run continues with --resume: finished folds are kept, the
-interrupted fold restarts after its last finished epoch.
+interrupted fold continues from its last checkpoint (epoch ends, every `train.checkpoint_every`,
+and the one SIGTERM / SIGINT writes before the process exits), position in the epoch included.
 """
 import argparse
+import logging
 import shutil
 import sys
 import time
@@ -31,6 +33,7 @@ from models.provenance import input_provenance
 from oof.runs import is_complete
 
 CONFIG_FILE = "config.json"
+_log = logging.getLogger(__name__)
 
 
 class RunError(RuntimeError):
@@ -76,7 +79,8 @@ def prepare_run_dir(run_dir, cfg, chash, overwrite, env):
 
 
 def run_fold(cfg, chash, data, fold, images, test_images, run_dir, env, resume, progress):
-    from models.engine import predict_rows, train_fold
+    from models.engine import predict_rows
+    from models.loop import train_fold
 
     d = fold_dir(run_dir, fold)
     if env.is_main:
@@ -99,8 +103,8 @@ def run_fold(cfg, chash, data, fold, images, test_images, run_dir, env, resume, 
         checkpoint = {"config": cfg, "config_hash": chash, "fold": fold, "preprocess": pre,
                       "state_dict": model.state_dict()}
         score = save_fold_outputs(run_dir, fold, chash, checkpoint, oof, test, log_rows, stats, data.targets[val_rows])
-        print(f"fold {fold}: OOF cosine {score:.4f} ({stats['seconds']:.0f} s, "
-              f"{stats['train_images_per_sec'] or 0:.0f} train img/s)")
+        _log.info("fold %d: OOF cosine %.4f (%.0f s, %.0f train img/s)", fold, score, stats["seconds"],
+                  stats["train_images_per_sec"] or 0)
 
 
 def parse_folds(text, k):
@@ -137,7 +141,7 @@ def train_run(cfg, folds=None, resume=False, overwrite=False, progress=True):
         run_dir = Path(cfg["out"])
         if not prepare_run_dir(run_dir, cfg, chash, overwrite, env):
             if env.is_main:
-                print(f"{run_dir}: finished run with the same config hash {chash[:12]}; skipped")
+                _log.info("%s: finished run with the same config hash %s; skipped", run_dir, chash[:12])
             return read_json(run_dir / "metrics.json")
         barrier(env)
         if cfg["model"] == "knn":
@@ -161,7 +165,7 @@ def train_run(cfg, folds=None, resume=False, overwrite=False, progress=True):
             for k in parse_folds(folds, data.k):
                 if fold_done(run_dir, k, chash):
                     if env.is_main:
-                        print(f"fold {k}: finished earlier; skipped")
+                        _log.info("fold %d: finished earlier; skipped", k)
                     continue
                 run_fold(cfg, chash, data, k, images, test_images, run_dir, env, resume, progress)
                 barrier(env)
@@ -169,11 +173,11 @@ def train_run(cfg, folds=None, resume=False, overwrite=False, progress=True):
             metrics = None
             if env.is_main:
                 metrics = assemble_run(cfg, chash, data, run_dir, time.time() - t0)
-                print(f"{cfg['name']}: OOF cosine {metrics['oof_cosine']:.4f} -> {run_dir}")
+                _log.info("%s: OOF cosine %.4f -> %s", cfg["name"], metrics["oof_cosine"], run_dir)
             barrier(env)
             return metrics or read_json(run_dir / "metrics.json")
         if env.is_main:
-            print(f"{cfg['name']}: folds {folds} done; the run is complete once every fold is")
+            _log.info("%s: folds %s done; the run is complete once every fold is", cfg["name"], folds)
         return None
     finally:
         cleanup(env)
@@ -189,12 +193,18 @@ def main(argv=None):
                     help="override a config value, e.g. --set train.epochs=3 (repeatable)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    from models.checkpoint import TrainingInterrupted
+
     try:
         cfg = load_config(args.config, args.overrides)
         train_run(cfg, args.folds, args.resume, args.overwrite, progress=not args.no_progress)
     except (ConfigError, DataError, RunError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr, flush=True)
+        return 128 + (e.signum or 15)  # the shell's convention for a process ended by a signal
     except Exception as e:
         from models.backbones import BackboneError
 

@@ -1,0 +1,121 @@
+"""Step-level checkpoints: a run killed or preempted anywhere inside an epoch resumes to the same result."""
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from models.config import ConfigError, config_hash, load_config
+from oof.runs import load_run
+from tests.model_fixtures import REPO, make_tiny_project, tiny_overrides
+
+EPOCHS, STEPS = 3, 4
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return make_tiny_project(tmp_path_factory.mktemp("proj"))
+
+
+def train_cmd(project, out, *extra, resume=False):
+    cmd = [sys.executable, "-m", "models.train", "--config", "configs/vit_demo.yaml", "--no-progress"]
+    # 18 training rows per fold at batch 4: 4 steps per epoch
+    for o in tiny_overrides(project, out, epochs=EPOCHS, steps=STEPS, extra=("train.batch_size=4",) + extra):
+        cmd += ["--set", o]
+    return cmd + (["--resume"] if resume else [])
+
+
+def run(cmd, fault=None):
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    env.pop("FAULT_AT", None)
+    if fault:
+        env["FAULT_AT"] = fault
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def reference(project, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    res = run(train_cmd(project, out))
+    assert res.returncode == 0, res.stderr
+    return load_run(out)
+
+
+def assert_same_run(a, b):
+    assert a.oof_ids == b.oof_ids
+    np.testing.assert_array_equal(a.oof, b.oof)
+    np.testing.assert_array_equal(a.test, b.test)
+
+
+def last_state(out, fold=0):
+    return torch.load(out / "folds" / f"fold{fold}" / "last.pt", map_location="cpu", weights_only=False)
+
+
+def test_killed_mid_epoch_resumes_at_the_saved_step(project, reference, tmp_path):
+    out = tmp_path / "run"
+    # checkpoint every optimizer update; SIGKILL after the 6th step (epoch 2, step 2 of fold 0),
+    # before that step's checkpoint: the last one holds step 1, and step 2 is trained again
+    cut = run(train_cmd(project, out, "train.checkpoint_every=1"), fault="train_step:6")
+    assert cut.returncode == -signal.SIGKILL
+    state = last_state(out)
+    assert (state["epoch"], state["step"]) == (1, 1)
+    resumed = run(train_cmd(project, out, "train.checkpoint_every=1", resume=True))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch 1, step 1 of epoch 2" in resumed.stdout
+    assert_same_run(reference, load_run(out))
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(project, reference, tmp_path):
+    out = tmp_path / "run"
+    # no periodic checkpoints: the preemption notice alone must save the position
+    cut = run(train_cmd(project, out), fault="train_step:7:TERM")
+    assert cut.returncode == 128 + signal.SIGTERM, cut.stderr
+    assert "SIGTERM" in cut.stderr and "--resume" in cut.stderr and "Traceback" not in cut.stderr
+    state = last_state(out)
+    assert (state["epoch"], state["step"]) == (1, 3)
+    resumed = run(train_cmd(project, out, resume=True))
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(reference, load_run(out))
+
+
+def test_killed_while_writing_a_checkpoint_keeps_the_previous_one(project, reference, tmp_path):
+    out = tmp_path / "run"
+    # the 3rd checkpoint write dies after the bytes are written, before the rename
+    cut = run(train_cmd(project, out, "train.checkpoint_every=2"), fault="checkpoint_write:3")
+    assert cut.returncode == -signal.SIGKILL
+    fold_dir = out / "folds" / "fold0"
+    assert [p.name for p in fold_dir.glob(".last.pt.*")], "the interrupted write should have left its temp file"
+    state = last_state(out)  # the previous good checkpoint: epoch 1's end
+    assert (state["epoch"], state["step"]) == (1, 0)
+    resumed = run(train_cmd(project, out, "train.checkpoint_every=2", resume=True))
+    assert resumed.returncode == 0, resumed.stderr
+    assert not list(fold_dir.glob(".last.pt.*")), "stale temporary checkpoint left behind"
+    assert_same_run(reference, load_run(out))
+
+
+def test_checkpoint_every_and_clip_grad_are_validated(project, tmp_path):
+    base = tiny_overrides(project, tmp_path / "r")
+    for bad in ("train.checkpoint_every=ten", "train.checkpoint_every=-3", "train.clip_grad=0",
+                "train.clip_grad=abc"):
+        with pytest.raises(ConfigError, match=bad.split("=")[0]):
+            load_config(REPO / "configs/vit_demo.yaml", base + [bad])
+    ok = load_config(REPO / "configs/vit_demo.yaml", base + ["train.checkpoint_every=30min", "train.clip_grad=1.0"])
+    plain = load_config(REPO / "configs/vit_demo.yaml", base)
+    # checkpointing never changes results; clip_grad left at null keeps the hashes of older runs
+    assert config_hash(plain) == config_hash(load_config(REPO / "configs/vit_demo.yaml",
+                                                         base + ["train.checkpoint_every=5"]))
+    assert config_hash(ok) != config_hash(plain)
+    without = dict(plain, train={k: v for k, v in plain["train"].items() if k not in ("clip_grad", "checkpoint_every")})
+    assert config_hash(without) == config_hash(plain)
+
+
+def test_clip_grad_trains(project, tmp_path):
+    from models.train import train_run
+
+    cfg = load_config(REPO / "configs/vit_demo.yaml",
+                      tiny_overrides(project, tmp_path / "clip", extra=["train.clip_grad=0.5"]))
+    metrics = train_run(cfg, progress=False)
+    assert np.isfinite(metrics["oof_cosine"])
