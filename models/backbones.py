@@ -7,6 +7,10 @@ nn.Module mapping (B, 3, S, S) -> (B, F)), its feature width, the model's own pr
 Weights (`pretrained`): null -> random init; a string naming an existing file -> a local
 checkpoint (Kaggle notebooks run offline); otherwise a pretrained tag the library downloads
 (timm: true or a name carrying its tag; open_clip: a tag such as "laion2b_s32b_b79k").
+Local files load through the libraries' own loaders (timm `pretrained_cfg_overlay=dict(file=...)`,
+open_clip's `load_checkpoint`), so each model's checkpoint filter runs (original-format keys,
+position embeddings resized to `image.size`: train above the pretraining resolution), then our
+own check lists what does not fit.
 """
 import os
 from dataclasses import dataclass
@@ -83,9 +87,8 @@ def read_state_dict(path):
     return state
 
 
-def load_checkpoint_into(module, path, ignore_prefixes=()):
-    """Load a local checkpoint strictly; a clear error lists what does not fit."""
-    state = read_state_dict(path)
+def check_state_fits(module, state, path, ignore_prefixes=()):
+    """A clear error listing what of `state` does not fit `module` (missing, unexpected, wrong shape)."""
     state = {k: v for k, v in state.items() if not k.startswith(tuple(ignore_prefixes))}
     own = module.state_dict()
     missing = [k for k in own if k not in state]
@@ -98,7 +101,51 @@ def load_checkpoint_into(module, path, ignore_prefixes=()):
             f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(wrong_shape)} of wrong shape "
             f"(e.g. {wrong_shape[:2]})"
         )
-    module.load_state_dict(state, strict=True)
+    return state
+
+
+TIMM_HEAD_PREFIXES = ("head.fc.", "fc.", "classifier.", "head.weight", "head.bias")
+
+
+def _create_timm_model(name, image_size, kwargs, pretrained=False, local_file=None):
+    """timm.create_model, headless, at the config's image size where the architecture takes one.
+
+    ViT-like models get `img_size=image_size`: timm resamples the position embeddings of the
+    weights it loads (hub or local file) to that grid, so a model pretrained at 336 px trains at
+    448 px. CNNs take no img_size and run at any size.
+    """
+    import timm
+
+    kw = dict(num_classes=0, **kwargs)
+    if local_file:  # timm's own loader: the model's checkpoint filter (key remaps, pos-embed resize) runs
+        kw["pretrained_cfg_overlay"] = {"file": str(local_file)}
+    if "img_size" not in kwargs:
+        try:
+            return timm.create_model(name, pretrained=pretrained, img_size=image_size, **kw)
+        except TypeError as e:
+            if "img_size" not in str(e):
+                raise
+    return timm.create_model(name, pretrained=pretrained, **kw)
+
+
+def check_timm_checkpoint(model, path):
+    """Our own strict check after timm's loader, which only logs what it skips for headless models.
+
+    The file's state dict goes through the model's checkpoint filter (as timm's loader does), then
+    every key of the model must be there with its shape, and nothing else but classifier weights.
+    """
+    import sys
+
+    state = read_state_dict(path)
+    filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        try:
+            state = filter_fn(state, model)
+        except Exception as e:  # a filter meeting keys of another architecture fails on them: list those
+            check_state_fits(model, state, path, ignore_prefixes=TIMM_HEAD_PREFIXES)
+            raise BackboneError(f"{path}: {type(model).__name__}'s checkpoint filter failed on it "
+                                f"({type(e).__name__}: {e})") from e
+    check_state_fits(model, state, path, ignore_prefixes=TIMM_HEAD_PREFIXES)
 
 
 @register_source("timm")
@@ -111,14 +158,19 @@ def create_timm_backbone(section, image_size, pretrained):
         kwargs["drop_path_rate"] = section["drop_path_rate"]
     if not timm.list_models(name.split(".")[0]) and not timm.is_model(name):
         raise BackboneError(f"unknown timm model {name!r}")
-    use_hub = bool(pretrained) and not _is_file_ref(pretrained)
+    local = Path(pretrained) if pretrained and _is_file_ref(pretrained) else None
+    if local is not None and not local.is_file():
+        raise BackboneError(f"{local}: checkpoint file not found")
     try:
-        model = timm.create_model(name, pretrained=use_hub, num_classes=0, **kwargs)
-    except RuntimeError as e:
-        raise BackboneError(f"timm model {name!r} could not be created: {e}") from e
-    if pretrained and _is_file_ref(pretrained):
-        # A local file: classifier weights of the original model are not part of ours.
-        load_checkpoint_into(model, pretrained, ignore_prefixes=("head.fc.", "fc.", "classifier.", "head.weight", "head.bias"))
+        model = _create_timm_model(name, image_size, kwargs, pretrained=bool(pretrained), local_file=local)
+    except (RuntimeError, KeyError, ValueError) as e:
+        if local is None:
+            raise BackboneError(f"timm model {name!r} could not be created: {e}") from e
+        # timm's loader failed on the file: say what does not fit, in our words
+        check_timm_checkpoint(_create_timm_model(name, image_size, kwargs), local)
+        raise BackboneError(f"{local}: timm could not load it into {name!r} ({type(e).__name__}: {e})") from e
+    if local is not None:
+        check_timm_checkpoint(model, local)
     if section.get("grad_checkpointing"):
         model.set_grad_checkpointing(True)
     data_cfg = timm.data.resolve_data_config({}, model=model)
