@@ -7,6 +7,7 @@
 plus any extra columns of prompts.csv, in prompts.csv order (test sets: sorted by imgId).
 """
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -17,6 +18,24 @@ from core.errors import DataError, exit_on_data_error
 PROMPTS_FILE = "prompts.csv"
 IMAGES_DIR = "images"
 REQUIRED_COLUMNS = ("imgId", "prompt")
+# One id rule for every reader and writer: an imgId is a file stem (Kaggle's are hex).
+IMG_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+IMAGE_EXTENSIONS = (".png", ".webp", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff")
+
+
+def check_img_id(img_id, path, row=None):
+    """Return `img_id` if it is a file stem of [A-Za-z0-9_-] characters, else raise a DataError naming `path`.
+
+    `row` (1-based data row) is added to the message when given."""
+    s = str(img_id)
+    if IMG_ID_PATTERN.fullmatch(s):
+        return s
+    where = f"row {row}: " if row is not None else ""
+    stem, dot, ext = s.rpartition(".")
+    if dot and "." + ext.lower() in IMAGE_EXTENSIONS and IMG_ID_PATTERN.fullmatch(stem):
+        raise DataError(path, f"{where}imgId {s!r} ends in the file extension .{ext}; ids are file stems: write {stem!r}")
+    raise DataError(path, f"{where}imgId {s!r} is not a file stem of [A-Za-z0-9_-] characters")
+
 
 
 def read_prompts(path):

@@ -1,0 +1,5 @@
+import sys
+
+from datagen.generate.cli import main
+
+sys.exit(main())
