@@ -1,11 +1,14 @@
 """Speed and memory of the ensemble stacker on synthetic, memory-mapped OOF predictions.
 
     python -m bench.bench_stacker [--n 200000] [--m 4] [--k 5] [--lgbm-rows 2000,20000,160000]
+        [--methods equal,per_model,per_dim,ridge] [--skip-per-dim-fit]
 
 Measures, on N images x M models x 384 float32 (memory-mapped .npy, rows grouped by fold):
   * one per-dimension fit (on the K-1 training folds, shrinkage 0.1, from the per-model weights)
-  * the whole nested procedure: outer folds, inner-CV choice of the shrinkage over the default
-    grid, equal / per-model / per-dim, refit on all rows
+  * the ridge stacker: the pass that sums X'X, X'T per fold, one fit (every default alpha) and
+    one scoring pass of all alphas on a held-out fold
+  * the whole nested procedure of --methods: outer folds, inner-CV choice of the shrinkage /
+    alpha over the default grids, refit on all rows
   * peak memory: ru_maxrss of this process (counts the memory-mapped pages it touched) and the
     tracemalloc peak (numpy's own allocations)
   * the LightGBM stacker's cost per dimension at the given row counts (on --lgbm-dims dimensions)
@@ -77,6 +80,10 @@ def main(argv=None):
     ap.add_argument("--lgbm-rows", default="2000,20000,160000", help="row counts for the LightGBM cost ('' = skip)")
     ap.add_argument("--lgbm-dims", type=int, default=16, help="dimensions timed per LightGBM measurement")
     ap.add_argument("--skip-nested", action="store_true")
+    ap.add_argument("--methods", default="equal,per_model,per_dim,ridge", help="methods of the nested procedure "
+                    "(default: %(default)s)")
+    ap.add_argument("--skip-per-dim-fit", action="store_true", help="skip the single per-dim fit measurement")
+    ap.add_argument("--skip-ridge-fit", action="store_true", help="skip the single ridge fit measurement")
     ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -104,8 +111,9 @@ def main(argv=None):
 
 def run(folder, args):
     from ensemble.data import StackData
-    from ensemble.nested_cv import LINEAR_METHODS, nested_cv
+    from ensemble.nested_cv import DEFAULT_RIDGE_ALPHAS, nested_cv
     from ensemble.objective import cosine_and_gradient, dimension_grams, mean_gram, model_stats
+    from ensemble.ridge_stacker import fit_ridge, fold_sums, ridge_cosine_sums
     from ensemble.stackers import fit_dimension_weights_on, fit_model_weights
 
     tracemalloc.start()
@@ -115,39 +123,65 @@ def run(folder, args):
     train = data.fold_values[1:]
     print(f"load {os.cpu_count()} cpus; training set of one fit: {data.count(train):,} rows", flush=True)
 
-    t = time.perf_counter()
-    stats = model_stats(data)
-    grams = dimension_grams(data)
-    t_stats = time.perf_counter() - t
-    rows = np.concatenate([np.arange(*data.bounds[f]) for f in train])
-    t = time.perf_counter()
-    prior = fit_model_weights(stats, rows)
-    t_model = time.perf_counter() - t
-    W0 = np.repeat(prior[:, None], D, 1)
-    t = time.perf_counter()
-    for _ in range(3):
-        cosine_and_gradient(data, W0, train)
-    t_eval = (time.perf_counter() - t) / 3
-    g = mean_gram(data, train, grams)
-    t = time.perf_counter()
-    W, info = fit_dimension_weights_on(data, train, prior, 0.1, grams=g)
-    t_fit = time.perf_counter() - t
-    print(f"row stats + per-dim Gram (one pass over all rows): {t_stats:.1f} s", flush=True)
-    print(f"per-model fit: {t_model:.2f} s  weights {np.round(prior, 3).tolist()}")
-    print(f"one objective+gradient pass ({data.count(train):,} rows): {t_eval:.2f} s")
-    print(f"ONE PER-DIM FIT: {t_fit:.1f} s  ({info.evaluations} passes, {info.iterations} L-BFGS iterations, "
-          f"train cosine {info.mean_cosine:.5f}, {info.message})  [target < 60 s]", flush=True)
+    if not args.skip_per_dim_fit:
+        t = time.perf_counter()
+        stats = model_stats(data)
+        grams = dimension_grams(data)
+        t_stats = time.perf_counter() - t
+        rows = np.concatenate([np.arange(*data.bounds[f]) for f in train])
+        t = time.perf_counter()
+        prior = fit_model_weights(stats, rows)
+        t_model = time.perf_counter() - t
+        W0 = np.repeat(prior[:, None], D, 1)
+        t = time.perf_counter()
+        for _ in range(3):
+            cosine_and_gradient(data, W0, train)
+        t_eval = (time.perf_counter() - t) / 3
+        g = mean_gram(data, train, grams)
+        t = time.perf_counter()
+        W, info = fit_dimension_weights_on(data, train, prior, 0.1, grams=g)
+        t_fit = time.perf_counter() - t
+        del stats, grams
+        print(f"row stats + per-dim Gram (one pass over all rows): {t_stats:.1f} s", flush=True)
+        print(f"per-model fit: {t_model:.2f} s  weights {np.round(prior, 3).tolist()}")
+        print(f"one objective+gradient pass ({data.count(train):,} rows): {t_eval:.2f} s")
+        print(f"ONE PER-DIM FIT: {t_fit:.1f} s  ({info.evaluations} passes, {info.iterations} L-BFGS iterations, "
+              f"train cosine {info.mean_cosine:.5f}, {info.message})  [target < 60 s]", flush=True)
+
+    if not args.skip_ridge_fit:
+        t = time.perf_counter()
+        sums = fold_sums(data)
+        t_sums = time.perf_counter() - t
+        t = time.perf_counter()
+        stackers = fit_ridge(sums, train, DEFAULT_RIDGE_ALPHAS, data.names)
+        t_ridge = time.perf_counter() - t
+        held = data.fold_values[:1]
+        t = time.perf_counter()
+        scores = ridge_cosine_sums(stackers, data, held)
+        t_score = time.perf_counter() - t
+        del sums, stackers
+        print(f"ridge: per-fold X'X, X'T sums ({args.m * D} features, one pass over all rows): {t_sums:.1f} s")
+        print(f"RIDGE: one fit on {data.count(train):,} rows, {len(DEFAULT_RIDGE_ALPHAS)} alphas: {t_ridge:.1f} s; "
+              f"scoring every alpha on one fold ({data.count(held):,} rows): {t_score:.1f} s; cosine by alpha "
+              + ", ".join(f"{a:g}: {s / n:.5f}" for a, (s, n) in zip(DEFAULT_RIDGE_ALPHAS, scores)), flush=True)
 
     if not args.skip_nested:
         t = time.perf_counter()
-        result = nested_cv(data, methods=LINEAR_METHODS, progress=True)
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        result = nested_cv(data, methods=methods, progress=True)
         t_nested = time.perf_counter() - t
-        dim_fits = [f for f in result.fits if f["method"] == "per_dim"]
         print(result.table())
-        print(f"shrinkage per outer fold {result.shrinkage_per_fold}, final {result.chosen_shrinkage}")
-        print(f"NESTED PROCEDURE: {t_nested:.0f} s  ({len(dim_fits)} per-dim fits, "
-              f"{np.mean([f['evaluations'] for f in dim_fits]):.1f} passes on average, "
-              f"{sum(f['seconds'] for f in dim_fits):.0f} s in them)  [target < 600 s]", flush=True)
+        if result.chosen_shrinkage is not None:
+            print(f"shrinkage per outer fold {result.shrinkage_per_fold}, final {result.chosen_shrinkage}")
+        if result.ridge is not None:
+            print(f"ridge alpha per outer fold {result.ridge.per_fold}, final {result.ridge.chosen}")
+        parts = []
+        for method in ("per_dim", "ridge"):
+            fits = [f for f in result.fits if f["method"] == method]
+            if fits:
+                parts.append(f"{len(fits)} {method} fits, {sum(f['seconds'] for f in fits):.0f} s in them")
+        print(f"NESTED PROCEDURE ({', '.join(methods)}): {t_nested:.0f} s  ({'; '.join(parts)})  [target < 600 s]",
+              flush=True)
 
     _, heap_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()

@@ -9,7 +9,9 @@ Two ways to find the similar pairs:
     fast   a faiss IVF index searched by range (approximate; `bench/bench_folds.py`
            measures its recall on planted near-duplicates)
 
-Output: folds.csv (imgId,fold) and folds.json (settings, group statistics, hash).
+Output: folds.csv (imgId,fold), folds.json (settings, group statistics, hash) and, beside them,
+groups.csv (imgId,group): the similarity group of each row, for analyses that resample whole
+groups. It is a separate file so that folds.csv, its sha256 and every run trained on it stay valid.
 """
 import argparse
 import sys
@@ -24,6 +26,8 @@ from core.io import save_csv, sha256_file, write_json
 from core.metric import l2_normalize
 
 FOLDS_FILE_COLUMNS = ("imgId", "fold")
+GROUPS_FILE = "groups.csv"
+GROUPS_FILE_COLUMNS = ("imgId", "group")
 
 
 class FoldGroupingError(ValueError):
@@ -231,6 +235,45 @@ def load_folds(path, ids=None):
     return np.array([pos[i] for i in ids], dtype=np.int64)
 
 
+def groups_path(folds_path):
+    """groups.csv beside a folds file."""
+    return Path(folds_path).with_name(GROUPS_FILE)
+
+
+def save_groups(path, ids, groups):
+    """Write groups.csv (imgId,group) atomically; returns the path."""
+    path = Path(path)
+    save_csv(path, pd.DataFrame({"imgId": list(ids), "group": np.asarray(groups, dtype=np.int64)}))
+    return path
+
+
+def load_groups(folds_path, ids):
+    """int64 group of each id (in that order) from the groups.csv beside `folds_path`; None when there is none.
+
+    A group must lie in a single fold of `folds_path` (folds are made from groups): a groups.csv that
+    splits one across folds belongs to other folds and is refused."""
+    path = groups_path(folds_path)
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path, dtype={"imgId": str})
+    missing = [c for c in GROUPS_FILE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(path, f"missing column(s) {missing}")
+    if frame["imgId"].duplicated().any():
+        raise DataError(path, f"duplicate imgIds, e.g. {frame['imgId'][frame['imgId'].duplicated()].iloc[0]!r}")
+    pos = dict(zip(frame["imgId"], frame["group"].astype(np.int64)))
+    absent = [i for i in ids if i not in pos]
+    if absent:
+        raise DataError(path, f"{len(absent)} imgIds have no group, e.g. {absent[:3]}")
+    groups = np.array([pos[i] for i in ids], dtype=np.int64)
+    folds = load_folds(folds_path, ids)
+    spans = pd.Series(folds).groupby(groups).nunique()
+    if len(spans) and spans.max() > 1:
+        raise DataError(path, f"group {spans.idxmax()} spans {spans.max()} folds of {folds_path}: "
+                              "not the groups these folds were made from (rerun `python -m core.folds`)")
+    return groups
+
+
 def main(argv=None):
     from core.dataset import read_prompts
     from core.targets import targets_for
@@ -262,9 +305,11 @@ def main(argv=None):
     meta = save_folds(args.out, frame["imgId"], folds, {
         "k": args.k, "threshold": args.threshold, "mode": args.mode, "seed": args.seed,
         "prompts": str(src), "fold_sizes": np.bincount(folds, minlength=args.k).tolist(),
-        "seconds": round(time.time() - t0, 2), **{k: v for k, v in stats.items() if k != "size_histogram"},
+        "seconds": round(time.time() - t0, 2), "groups_file": GROUPS_FILE,
+        **{k: v for k, v in stats.items() if k != "size_histogram"},
     })
-    print(f"wrote {args.out}: {len(folds)} rows, {stats['n_groups']} groups (largest {stats['largest_group']}), "
+    save_groups(groups_path(args.out), frame["imgId"], groups)
+    print(f"wrote {args.out} and {groups_path(args.out)}: {len(folds)} rows, {stats['n_groups']} groups (largest {stats['largest_group']}), "
           f"fold sizes {meta['fold_sizes']}")
     return 0
 

@@ -5,8 +5,12 @@
     inputs.py       run directories -> aligned, validated, normalised arrays
     objective.py    chunked mean-cosine objectives and their analytic gradients
     stackers.py     fit equal / per-model / per-dimension weights
+    ridge_stacker.py multi-output ridge on the concatenated predictions (fit from per-fold Gram sums; numpy-only apply)
     lgbm_stacker.py the non-linear alternative (one LightGBM regressor per dimension)
-    nested_cv.py    nested cross-validation over the runs' folds
+    ledger.py       fitted blends and the ledger that refuses to score a blend on a fold it saw
+    grid_cv.py      inner-CV choice of a hyper-parameter (per-dim shrinkage, ridge alpha) per outer fold
+    nested_cv.py    nested cross-validation over the runs' folds (+ drop-one scores, the OOF blend)
+    apply.py        apply a fitted ensemble folder; owns that folder's file names
     fit.py          the CLI: python -m ensemble.fit --runs RUN_DIR ...
 
 Nothing here imports torch or `models/`: it reads only the files runs write.

@@ -88,35 +88,42 @@ def blend(predictions, weights, names=None):
     return out
 
 
+def write_npz(path, **arrays):
+    """Write an .npz atomically (no pickled objects); returns the path."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def read_npz(path, required, what):
+    """{name: array} of an .npz written by `ensemble.fit`; a DataError names the file if it or a key is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, f"{what} not found; run `python -m ensemble.fit` first")
+    with np.load(path, allow_pickle=False) as z:
+        missing = [k for k in required if k not in z.files]
+        if missing:
+            raise DataError(path, f"not an ensemble {what}: missing {missing}")
+        return {k: z[k] for k in z.files}
+
+
 def save_weights(path, weights, models, method, shrinkage=None):
     """Write weights.npz atomically; returns the path. (M,) weights are stored broadcast to (M, 384)."""
     dim = np.shape(weights)[1] if np.ndim(weights) == 2 else EMBEDDING_DIM
     w = as_weight_matrix(weights, len(models), dim)
-    buf = io.BytesIO()
-    np.savez(
-        buf,
-        weights=w,
-        models=np.asarray([str(m) for m in models]),
-        method=np.asarray(str(method)),
-        shrinkage=np.asarray(np.nan if shrinkage is None else float(shrinkage), dtype=np.float64),
-    )
-    write_bytes(path, buf.getvalue())
-    return Path(path)
+    return write_npz(path, weights=w, models=np.asarray([str(m) for m in models]), method=np.asarray(str(method)),
+                     shrinkage=np.asarray(np.nan if shrinkage is None else float(shrinkage), dtype=np.float64))
 
 
 def load_weights(path):
     """Read weights.npz -> dict(weights (M, D) float32, models [str], method str, shrinkage float|None)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "weights file not found; run `python -m ensemble.fit` first")
-    with np.load(path, allow_pickle=False) as z:
-        missing = [k for k in ("weights", "models", "method") if k not in z.files]
-        if missing:
-            raise DataError(path, f"not an ensemble weights file: missing {missing}")
-        w = z["weights"].astype(np.float32)
-        models = [str(m) for m in z["models"]]
-        method = str(z["method"])
-        shrinkage = float(z["shrinkage"]) if "shrinkage" in z.files else float("nan")
+    z = read_npz(path, ("weights", "models", "method"), "weights file")
+    w = z["weights"].astype(np.float32)
+    models = [str(m) for m in z["models"]]
+    method = str(z["method"])
+    shrinkage = float(z["shrinkage"]) if "shrinkage" in z else float("nan")
     if w.ndim != 2 or w.shape[0] != len(models):
         raise DataError(path, f"weights shape {w.shape} does not match {len(models)} model names")
     return {"weights": w, "models": models, "method": method, "shrinkage": None if np.isnan(shrinkage) else shrinkage}

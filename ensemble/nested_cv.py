@@ -4,87 +4,37 @@ For every outer fold k, each method is fitted on the OOF rows of the other folds
 scored on fold k; a method's nested score is the mean cosine over all rows scored that way
 (the stacked OOF cosine), reported per fold and overall next to every single model's OOF cosine.
 
-The per-dimension method's shrinkage is chosen for outer fold k by an inner CV on the other
-folds: for each inner fold j != k, fit on the folds other than {k, j}, score on j. The fit on
-"all folds but {k, j}" serves both outer fold k (scored on j) and outer fold j (scored on k), so
-the inner CV costs C(K, 2) fits per grid value, not K (K - 1). The final shrinkage is the one
-with the best plain K-fold score (fits on all folds but k, scored on k), and the chosen method
-is refitted on all OOF rows.
+Hyper-parameters (the per-dimension shrinkage, the ridge alpha) are chosen for outer fold k by
+an inner CV on the other folds (`ensemble.grid_cv`); the final value is the one with the best
+plain K-fold score, and the chosen method is refitted on all OOF rows.
 
-Leakage is ruled out by construction: every fitted blend carries the set of folds it was
-trained on (`Fitted.trained_on`), `Ledger.score` refuses to score a fold in that set, and
-`Ledger.select` refuses to pick a hyper-parameter for outer fold k with scores that involve k.
-The ledger's records come back in the result so tests can check them.
+Leakage is ruled out by construction (`ensemble.ledger`): every fitted blend carries the folds
+it was trained on and the ledger refuses to score or predict a fold in that set, or to tune
+outer fold k with scores that involve k. Its records come back in the result so tests can check them.
+
+With `predict_oof`, the chosen method's outer fits predict their held-out folds (through the
+ledger): the per-image nested OOF blend. With `drop_one`, each model's marginal value: the nested
+score of the per-model blend fitted without it.
 """
-import itertools
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ensemble.objective import cosine_sum, dimension_grams, mean_gram, model_stats
+from ensemble.grid_cv import grid_cv
+from ensemble.ledger import Fitted, Ledger, LeakError, fold_rows  # noqa: F401 (LeakError: re-exported)
+from ensemble.objective import dimension_grams, mean_gram, model_stats
+from ensemble.ridge_stacker import fit_ridge, fold_sums
 from ensemble.stackers import fit_dimension_weights_on, fit_equal_weights, fit_model_weights
 
 DEFAULT_SHRINKAGE_GRID = (10.0, 1.0, 0.1, 0.01, 0.0)
 FALLBACK_SHRINKAGE = 0.1  # used for the outer scores when there are too few folds for an inner CV
-LINEAR_METHODS = ("equal", "per_model", "per_dim")
-METHODS = LINEAR_METHODS + ("lgbm",)
-
-
-class LeakError(AssertionError):
-    """A blend was about to be scored on (or tuned with) rows it was trained on."""
-
-
-@dataclass
-class Fitted:
-    method: str
-    trained_on: frozenset
-    weights: np.ndarray = None  # (M, D) float32 for the linear methods
-    stacker: object = None  # LgbmStacker for "lgbm"
-    shrinkage: float = None
-
-
-class Ledger:
-    """Scores fitted blends on folds, refusing any fold the blend saw; keeps a record of each."""
-
-    def __init__(self, data, stats):
-        self.data = data
-        self.stats = stats
-        self.records = []
-
-    def score(self, fitted, fold, purpose):
-        if fold in fitted.trained_on:
-            raise LeakError(f"{fitted.method} fitted on folds {sorted(fitted.trained_on)} cannot be scored on fold {fold}")
-        self.records.append({"kind": "score", "purpose": purpose, "method": fitted.method, "shrinkage": fitted.shrinkage,
-                             "trained_on": sorted(fitted.trained_on), "scored_fold": fold})
-        if fitted.method == "lgbm":
-            from ensemble.lgbm_stacker import lgbm_cosine_sum
-
-            return lgbm_cosine_sum(fitted.stacker, self.data, [fold])
-        return linear_cosine_sum(self.data, self.stats, fitted.weights, fold)
-
-    def select(self, outer_fold, used_folds, purpose):
-        used = set(used_folds)
-        if outer_fold in used:
-            raise LeakError(f"{purpose} for outer fold {outer_fold} would use scores involving that fold")
-        self.records.append({"kind": "select", "purpose": purpose, "outer_fold": outer_fold, "used_folds": sorted(used)})
-
-
-def fold_rows(data, folds):
-    return np.concatenate([np.arange(a, b) for a, b in data.segments(folds)])
-
-
-def linear_cosine_sum(data, stats, W, fold):
-    """(sum cos, n) of linear weights W on one fold; per-model weights use the cheap row stats."""
-    W = np.asarray(W, dtype=np.float32)
-    if stats is not None and np.all(W == W[:, :1]):
-        a, C = stats
-        a_b, e = data.bounds[fold]
-        w = W[:, 0].astype(np.float64)
-        Cw = C[a_b:e] @ w
-        cos = (a[a_b:e] @ w) / np.sqrt(np.maximum(Cw @ w, 1e-24))
-        return float(cos.sum()), e - a_b
-    return cosine_sum(data, W, [fold])
+# ridge alpha is scikit-learn's (on sums over rows, not means): 0.3-3 won on synthetic sets of 3,000-20,000 rows
+DEFAULT_RIDGE_ALPHAS = (100.0, 30.0, 10.0, 3.0, 1.0, 0.3, 0.1)
+FALLBACK_RIDGE_ALPHA = 3.0
+LINEAR_METHODS = ("equal", "per_model", "per_dim")  # blends stored as an (M, D) weight matrix (weights.npz)
+AUTO_METHODS = LINEAR_METHODS + ("ridge",)  # `auto` without LightGBM
+METHODS = AUTO_METHODS + ("lgbm",)
 
 
 @dataclass
@@ -95,17 +45,24 @@ class NestedResult:
     single_models: dict  # run name -> {"per_fold": [...], "overall": float}
     chosen_method: str
     final: Fitted  # the chosen method refitted on all OOF rows
-    final_linear: Fitted = None  # the best linear method refitted on all rows (= final when that is linear)
+    final_linear: Fitted = None  # the best weight method refitted on all rows (= final when that is one)
     shrinkage_grid: list = field(default_factory=list)
     shrinkage_per_fold: dict = field(default_factory=dict)  # outer fold -> shrinkage picked by the inner CV
     inner_scores: dict = field(default_factory=dict)  # outer fold -> {shrinkage: inner CV score}
     cv_by_shrinkage: dict = field(default_factory=dict)  # shrinkage -> K-fold score (picks the final one)
     chosen_shrinkage: float = None
+    ridge: object = None  # GridCV of the ridge alpha when ridge was evaluated
     model_weights: dict = field(default_factory=dict)  # per-model weights on all rows
+    drop_one: dict = field(default_factory=dict)  # run name -> nested score of the per-model blend without it
+    oof_blend: np.ndarray = None  # (N, D) the chosen method's nested OOF predictions, rows as in the data
     notes: list = field(default_factory=list)
-    fits: list = field(default_factory=list)  # one entry per per-dim / lgbm fit: folds, shrinkage, seconds...
+    fits: list = field(default_factory=list)  # one entry per per-dim / ridge / lgbm fit: folds, parameter, seconds...
     ledger: list = field(default_factory=list)
     seconds: float = 0.0
+
+    @property
+    def chosen_alpha(self):
+        return self.ridge.chosen if self.ridge is not None else None
 
     def table(self):
         """Plain-text table of nested scores: methods, then single models."""
@@ -125,12 +82,21 @@ def _summary(sums):
     return {"per_fold": [sums[f][0] / sums[f][1] for f in folds], "overall": total / count}
 
 
+def _grid(values, what):
+    grid = sorted({float(x) for x in values}, reverse=True)  # strongest regularisation first
+    if not grid:
+        raise ValueError(f"empty {what} grid")
+    return grid
+
+
 def nested_cv(data, methods=LINEAR_METHODS, shrinkage_grid=DEFAULT_SHRINKAGE_GRID, choose=None,
-              nonneg_model=True, nonneg_dim=False, seed=0, lgbm_options=None, progress=False, refit=True):
+              nonneg_model=True, nonneg_dim=False, seed=0, lgbm_options=None, progress=False, refit=True,
+              ridge_alphas=DEFAULT_RIDGE_ALPHAS, drop_one=False, predict_oof=False):
     """Nested CV of `methods` on a StackData; returns a NestedResult with the chosen method refitted.
 
     `choose`: force the chosen method (it must be in `methods`); default: the best nested score
-    (ties go to the simpler method, in the order of METHODS).
+    (ties go to the simpler method, in the order of METHODS). `drop_one`: also score the per-model
+    blend without each model. `predict_oof`: also the chosen method's nested OOF predictions.
     """
     t_start = time.perf_counter()
     requested = set(methods)
@@ -145,9 +111,10 @@ def nested_cv(data, methods=LINEAR_METHODS, shrinkage_grid=DEFAULT_SHRINKAGE_GRI
     if K < 2:
         raise ValueError(f"nested CV needs at least 2 folds; the OOF rows have {K}")
     everything = frozenset(folds)
-    grid = sorted({float(x) for x in shrinkage_grid}, reverse=True)
-    if not grid:
-        raise ValueError("empty shrinkage grid")
+    grid = _grid(shrinkage_grid, "shrinkage")
+    alphas = _grid(ridge_alphas, "ridge alpha")
+    if "ridge" in methods and min(alphas) <= 0:
+        raise ValueError(f"ridge alphas must be > 0, got {alphas}")
     notes = []
 
     stats = model_stats(data)
@@ -170,6 +137,7 @@ def nested_cv(data, methods=LINEAR_METHODS, shrinkage_grid=DEFAULT_SHRINKAGE_GRI
 
     M, D = data.n_models, data.dim
     results = {}
+    outer = {}  # method -> {outer fold: the Fitted scored there}
     fits = []
 
     def broadcast(w):
@@ -177,69 +145,55 @@ def nested_cv(data, methods=LINEAR_METHODS, shrinkage_grid=DEFAULT_SHRINKAGE_GRI
 
     if "equal" in methods:
         eq = Fitted("equal", frozenset(), broadcast(fit_equal_weights(M)))
+        outer["equal"] = {k: eq for k in folds}
         results["equal"] = _summary({k: ledger.score(eq, k, "outer") for k in folds})
 
     if "per_model" in methods:
-        sums = {}
-        for k in folds:
-            train = everything - {k}
-            sums[k] = ledger.score(Fitted("per_model", train, broadcast(model_weights(train))), k, "outer")
-        results["per_model"] = _summary(sums)
+        outer["per_model"] = {k: Fitted("per_model", everything - {k}, broadcast(model_weights(everything - {k})))
+                              for k in folds}
+        results["per_model"] = _summary({k: ledger.score(f, k, "outer") for k, f in outer["per_model"].items()})
 
-    shrink_per_fold, inner_scores, cv_by_shrinkage, chosen_shrinkage = {}, {}, {}, None
-    n_dim_fits = (K * (K - 1) // 2 * len(grid) if K >= 3 else 0) + K * len(grid)
-    bar = _progress(progress, n_dim_fits if "per_dim" in methods else 0, "per-dim fits")
+    tuned = {}
     grams = dimension_grams(data) if "per_dim" in methods else None
-
-    def dim_path(train):
-        """Fits on `train` along the shrinkage grid, strongest first, each warm-started from the last."""
-        prior = model_weights(train)
-        n = data.count(train)
-        g = mean_gram(data, sorted(train), grams)
-        W = None
-        for lam in grid:
-            W, info = fit_dimension_weights_on(data, sorted(train), prior, lam, nonneg=nonneg_dim, init=W, grams=g)
-            fits.append({"method": "per_dim", "trained_on": sorted(train), "shrinkage": lam, "rows": n,
-                         "seconds": round(info.seconds, 3), "evaluations": info.evaluations,
-                         "iterations": info.iterations, "train_cosine": info.mean_cosine})
-            bar.update(1)
-            yield lam, Fitted("per_dim", frozenset(train), W, shrinkage=lam)
-
     if "per_dim" in methods:
-        # inner CV: fits on all folds but {k, j}, scored on j for outer fold k and on k for outer fold j
-        inner = {k: {lam: [0.0, 0] for lam in grid} for k in folds}
-        if K >= 3:
-            for k, j in itertools.combinations(folds, 2):
-                for lam, fitted in dim_path(everything - {k, j}):
-                    for outer, scored in ((k, j), (j, k)):
-                        s, n = ledger.score(fitted, scored, "inner")
-                        inner[outer][lam][0] += s
-                        inner[outer][lam][1] += n
-        # plain K-fold over the grid: outer fits (all folds but k), scored on k
-        outer_fit = {}
-        kfold = {lam: [0.0, 0] for lam in grid}
-        for k in folds:
-            for lam, fitted in dim_path(everything - {k}):
-                s, n = ledger.score(fitted, k, "kfold")
-                outer_fit[k, lam] = (s, n)
-                kfold[lam][0] += s
-                kfold[lam][1] += n
-        sums = {}
-        for k in folds:
-            if K >= 3:
-                ledger.select(k, set(folds) - {k}, "shrinkage (inner CV)")
-                inner_scores[k] = {lam: v[0] / v[1] for lam, v in inner[k].items()}
-                lam_k = _argmax(inner_scores[k], grid)
-            else:
-                lam_k = min(grid, key=lambda x: abs(x - FALLBACK_SHRINKAGE))
-            shrink_per_fold[k] = lam_k
-            sums[k] = outer_fit[k, lam_k]  # the fit on all folds but k with lam_k, scored on k above
-        if K < 3:
-            notes.append(f"only {K} folds: no inner CV possible; outer per-dim scores use shrinkage {shrink_per_fold[folds[0]]}")
-        results["per_dim"] = _summary(sums)
-        cv_by_shrinkage = {lam: v[0] / v[1] for lam, v in kfold.items()}
-        chosen_shrinkage = _argmax(cv_by_shrinkage, grid)
-    bar.close()
+        bar = _progress(progress, (K * (K - 1) // 2 if K >= 3 else 0) * len(grid) + K * len(grid), "per-dim fits")
+
+        def dim_path(train):
+            """Fits on `train` along the shrinkage grid, strongest first, each warm-started from the last."""
+            prior = model_weights(train)
+            n = data.count(train)
+            g = mean_gram(data, sorted(train), grams)
+            W, path = None, []
+            for lam in grid:
+                W, info = fit_dimension_weights_on(data, sorted(train), prior, lam, nonneg=nonneg_dim, init=W, grams=g)
+                fits.append({"method": "per_dim", "trained_on": sorted(train), "shrinkage": lam, "rows": n,
+                             "seconds": round(info.seconds, 3), "evaluations": info.evaluations,
+                             "iterations": info.iterations, "train_cosine": info.mean_cosine})
+                bar.update(1)
+                path.append((lam, Fitted("per_dim", frozenset(train), W, shrinkage=lam)))
+            return path
+
+        tuned["per_dim"] = grid_cv(ledger, folds, grid, dim_path, "per_dim", "shrinkage", FALLBACK_SHRINKAGE)
+        bar.close()
+
+    sums = fold_sums(data) if "ridge" in methods else None
+    if "ridge" in methods:
+        bar = _progress(progress, (K * (K - 1) // 2 if K >= 3 else 0) + K, "ridge fits")
+
+        def ridge_path(train):
+            t0 = time.perf_counter()
+            stackers = fit_ridge(sums, train, alphas, data.names)
+            fits.append({"method": "ridge", "trained_on": sorted(train), "alphas": alphas, "rows": data.count(train),
+                         "seconds": round(time.perf_counter() - t0, 3)})
+            bar.update(1)
+            return [(st.alpha, Fitted("ridge", frozenset(train), stacker=st)) for st in stackers]
+
+        tuned["ridge"] = grid_cv(ledger, folds, alphas, ridge_path, "ridge", "alpha", FALLBACK_RIDGE_ALPHA)
+        bar.close()
+    for m, g in tuned.items():
+        results[m] = _summary(g.sums)
+        outer[m] = g.outer
+        notes += g.notes
 
     lgbm_opts = dict(lgbm_options or {})
     if "lgbm" in methods:
@@ -249,7 +203,7 @@ def nested_cv(data, methods=LINEAR_METHODS, shrinkage_grid=DEFAULT_SHRINKAGE_GRI
             notes.append(f"lgbm skipped: it needs >= 3 folds (an early-stopping fold inside each training set), got {K}")
             methods.remove("lgbm")
         else:
-            sums = {}
+            lgbm_sums, outer["lgbm"] = {}, {}
             for k in folds:
                 train = everything - {k}
                 t0 = time.perf_counter()
@@ -258,8 +212,11 @@ def nested_cv(data, methods=LINEAR_METHODS, shrinkage_grid=DEFAULT_SHRINKAGE_GRI
                 fits.append({"method": "lgbm", "trained_on": sorted(train), "rows": data.count(train),
                              "seconds": round(time.perf_counter() - t0, 3),
                              "mean_rounds": float(np.mean(stacker.best_rounds))})
-                sums[k] = ledger.score(Fitted("lgbm", train, stacker=stacker), k, "outer")
-            results["lgbm"] = _summary(sums)
+                fitted = Fitted("lgbm", train, stacker=stacker)
+                lgbm_sums[k] = ledger.score(fitted, k, "outer")
+                if predict_oof:  # boosters are large: kept only when the OOF blend may need them
+                    outer["lgbm"][k] = fitted
+            results["lgbm"] = _summary(lgbm_sums)
         if choose == "lgbm" and "lgbm" not in results:
             raise ValueError(f"lgbm was requested but could not be evaluated with {K} folds")
 
@@ -267,19 +224,28 @@ def nested_cv(data, methods=LINEAR_METHODS, shrinkage_grid=DEFAULT_SHRINKAGE_GRI
         best = max(results[m]["overall"] for m in methods)
         choose = next(m for m in methods if results[m]["overall"] == best)
 
+    oof_blend = None
+    if predict_oof:
+        oof_blend = np.empty((data.n_rows, D), dtype=np.float32)
+        for k, fitted in outer[choose].items():
+            a_k, b_k = data.bounds[k]
+            oof_blend[a_k:b_k] = ledger.predict(fitted, k, "oof_blend")
+    drop = _drop_one(ledger, data, stats, folds, nonneg_model, broadcast) if drop_one else {}
+
     final = final_linear = None
     if refit:
-        final = _refit(data, choose, everything, model_weights, broadcast, chosen_shrinkage, nonneg_dim,
-                       grams, seed, lgbm_opts, progress, fits)
-        final_linear = final
+        per_dim, ridge = tuned.get("per_dim"), tuned.get("ridge")
+        params = {"shrinkage": per_dim.chosen if per_dim else None, "alpha": ridge.chosen if ridge else None}
+        refit_one = lambda m: _refit(data, m, everything, model_weights, broadcast, params, nonneg_dim,  # noqa: E731
+                                     grams, sums, seed, lgbm_opts, progress, fits)
+        final = final_linear = refit_one(choose)
         if choose not in LINEAR_METHODS:
-            # a numpy-only fallback beside the chosen non-linear stacker: the best linear method
+            # a numpy-only weight-matrix fallback beside the chosen stacker: the best weight method
             linear = [m for m in methods if m in LINEAR_METHODS]
             if linear:
-                best_linear = max(linear, key=lambda m: (results[m]["overall"], -linear.index(m)))
-                final_linear = _refit(data, best_linear, everything, model_weights, broadcast, chosen_shrinkage,
-                                      nonneg_dim, grams, seed, lgbm_opts, progress, fits)
+                final_linear = refit_one(max(linear, key=lambda m: (results[m]["overall"], -linear.index(m))))
 
+    per_dim = tuned.get("per_dim")
     return NestedResult(
         folds=folds,
         fold_sizes=[data.bounds[f][1] - data.bounds[f][0] for f in folds],
@@ -289,11 +255,14 @@ def nested_cv(data, methods=LINEAR_METHODS, shrinkage_grid=DEFAULT_SHRINKAGE_GRI
         final=final,
         final_linear=final_linear,
         shrinkage_grid=grid,
-        shrinkage_per_fold=shrink_per_fold,
-        inner_scores=inner_scores,
-        cv_by_shrinkage=cv_by_shrinkage,
-        chosen_shrinkage=chosen_shrinkage,
+        shrinkage_per_fold=per_dim.per_fold if per_dim else {},
+        inner_scores=per_dim.inner_scores if per_dim else {},
+        cv_by_shrinkage=per_dim.cv_by_value if per_dim else {},
+        chosen_shrinkage=per_dim.chosen if per_dim else None,
+        ridge=tuned.get("ridge"),
         model_weights={"all": model_weights(everything).tolist()},
+        drop_one=drop,
+        oof_blend=oof_blend,
         notes=notes,
         fits=fits,
         ledger=ledger.records,
@@ -301,7 +270,25 @@ def nested_cv(data, methods=LINEAR_METHODS, shrinkage_grid=DEFAULT_SHRINKAGE_GRI
     )
 
 
-def _refit(data, method, everything, model_weights, broadcast, shrinkage, nonneg_dim, grams, seed, lgbm_opts,
+def _drop_one(ledger, data, stats, folds, nonneg, broadcast):
+    """{run name: nested score of the per-model blend fitted without it} (its weight held at 0)."""
+    everything, M, out = frozenset(folds), data.n_models, {}
+    if M < 2:
+        return out
+    for mi, name in enumerate(data.names):
+        keep = [j for j in range(M) if j != mi]
+        sub = (stats[0][:, keep], stats[1][:, keep][:, :, keep])
+        sums = {}
+        for k in folds:
+            train = everything - {k}
+            w = np.zeros(M, dtype=np.float32)
+            w[keep] = fit_model_weights(sub, fold_rows(data, train), nonneg=nonneg)
+            sums[k] = ledger.score(Fitted(f"per_model without {name}", train, broadcast(w)), k, "drop_one")
+        out[name] = _summary(sums)
+    return out
+
+
+def _refit(data, method, everything, model_weights, broadcast, params, nonneg_dim, grams, sums, seed, lgbm_opts,
            progress, fits):
     M = data.n_models
     if method == "equal":
@@ -309,6 +296,7 @@ def _refit(data, method, everything, model_weights, broadcast, shrinkage, nonneg
     if method == "per_model":
         return Fitted("per_model", everything, broadcast(model_weights(everything)))
     if method == "per_dim":
+        shrinkage = params["shrinkage"]
         g = mean_gram(data, sorted(everything), grams)
         W, info = fit_dimension_weights_on(data, sorted(everything), model_weights(everything), shrinkage,
                                            nonneg=nonneg_dim, grams=g)
@@ -317,6 +305,12 @@ def _refit(data, method, everything, model_weights, broadcast, shrinkage, nonneg
                      "seconds": round(info.seconds, 3), "evaluations": info.evaluations, "iterations": info.iterations,
                      "train_cosine": info.mean_cosine, "final": True})
         return Fitted("per_dim", everything, W, shrinkage=shrinkage)
+    if method == "ridge":
+        t0 = time.perf_counter()
+        (stacker,) = fit_ridge(sums, everything, [params["alpha"]], data.names)
+        fits.append({"method": "ridge", "trained_on": sorted(everything), "alphas": [params["alpha"]],
+                     "rows": data.n_rows, "seconds": round(time.perf_counter() - t0, 3), "final": True})
+        return Fitted("ridge", everything, stacker=stacker)
     if method == "lgbm":
         from ensemble.lgbm_stacker import fit_lgbm_stacker
 
@@ -333,12 +327,6 @@ def rescale_weights(W):
     so scale W to a mean per-dimension weight sum of 1."""
     total = float(np.mean(np.sum(W, axis=0)))
     return (W / total).astype(np.float32) if total > 1e-12 else W
-
-
-def _argmax(scores, grid):
-    """The grid value with the best score; ties go to the stronger shrinkage (earlier in the grid)."""
-    best = max(scores[lam] for lam in grid)
-    return next(lam for lam in grid if scores[lam] == best)
 
 
 class _NoBar:

@@ -56,6 +56,18 @@ def make_folds(n, k=5, seed=0):
     return rng.permutation(np.arange(n) % k).astype(np.int64)
 
 
+def make_groups(folds):
+    """Prompt-group labels nested in the folds: consecutive rows of a fold paired (groups of 2, one of 1 per odd fold)."""
+    folds = np.asarray(folds)
+    groups = np.empty(len(folds), dtype=np.int64)
+    start = 0
+    for f in np.unique(folds):
+        rows = np.flatnonzero(folds == f)
+        groups[rows] = start + np.arange(len(rows)) // 2
+        start += (len(rows) + 1) // 2
+    return groups
+
+
 def make_ids(n, prefix="img"):
     return [f"{prefix}{i:07d}" for i in range(n)]
 
@@ -76,14 +88,14 @@ def write_targets_folder(path, ids, targets):
 
 def write_synthetic_project(root, n=3000, n_test=200, sigma=None, n_models=3, k=5, seed=0, shared=0.3,
                             names=None, test_ids=None, run_ids=None):
-    """Write targets, folds.csv and one run directory per model under `root`.
+    """Write targets, folds.csv, groups.csv and one run directory per model under `root`.
 
     Returns dict(runs=[run dirs], targets=dir, folds=folds.csv, ids, test_ids, T, X (M, N, D) raw OOF,
-    X_test, folds). `run_ids` / `test_ids` (per-run lists) let a test break the alignment on purpose.
+    X_test, folds_array, groups_array, names). `run_ids` / `test_ids` (per-run lists) let a test break the alignment on purpose.
     """
     from pathlib import Path
 
-    from core.folds import save_folds
+    from core.folds import groups_path, save_folds, save_groups
     from oof.runs import write_run
 
     root = Path(root)
@@ -98,6 +110,8 @@ def write_synthetic_project(root, n=3000, n_test=200, sigma=None, n_models=3, k=
     folds = make_folds(n, k=k, seed=seed)
     folds_path = root / "folds.csv"
     meta = save_folds(folds_path, ids, folds, {"k": k, "synthetic": True})
+    groups = make_groups(folds)
+    save_groups(groups_path(folds_path), ids, groups)
     targets_dir = write_targets_folder(root / "targets", ids, T[:n])
     runs = []
     for m, name in enumerate(names):
@@ -113,4 +127,4 @@ def write_synthetic_project(root, n=3000, n_test=200, sigma=None, n_models=3, k=
         write_run(run_dir, rid, oof, tid, test, T[:n].mean(axis=0), metrics, [])
         runs.append(run_dir)
     return {"runs": runs, "targets": targets_dir, "folds": folds_path, "ids": ids, "test_ids": t_ids,
-            "T": T[:n], "X": X, "X_test": X_test, "folds_array": folds, "names": names}
+            "T": T[:n], "X": X, "X_test": X_test, "folds_array": folds, "groups_array": groups, "names": names}

@@ -7,6 +7,8 @@
     RUN/folds/fold<k>/done.json       written last: the fold is finished (with the config hash)
     RUN/folds/fold<k>/last.pt         only while the fold trains: the resume point
 """
+import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +72,9 @@ def assemble_run(cfg, chash, data, run_dir, wall_seconds):
         "wall_seconds": round(wall_seconds, 2),
         "config": cfg,
         "config_hash": chash,
+        # the command that finished the run (provenance only: not part of the config hash)
+        "argv": list(sys.argv),
+        "command": shlex.join(sys.argv),
         **data.provenance,
     }
     write_run(run_dir, data.ids, oof, data.test_ids, test_sum / data.k, data.targets.mean(axis=0), metrics,

@@ -7,6 +7,7 @@ is the mean of all training targets. Any model must beat this.
         --folds work/folds.csv --out work/runs/mean_baseline
 """
 import argparse
+import shlex
 import sys
 import time
 
@@ -40,6 +41,7 @@ def main(argv=None):
     ap.add_argument("--folds", required=True, help="folds.csv")
     ap.add_argument("--out", default="work/runs/mean_baseline")
     args = ap.parse_args(argv)
+    command = list(sys.argv) if argv is None else ["python", "-m", "models.mean_baseline", *argv]
     t0 = time.time()
     train = load_dataset(args.train, require_prompts=True)
     test = load_dataset(args.test)
@@ -57,6 +59,8 @@ def main(argv=None):
         "oof_cosine": float(scores.mean()),
         "fold_cosine": per_fold,
         "seconds": round(time.time() - t0, 2),
+        "argv": command,
+        "command": shlex.join(command),
         **input_provenance(args.targets, args.folds, ids, test_ids, args.train, args.test),
     }
     log = [[k, 0, float("nan"), v, 0.0, 0.0] for k, v in per_fold.items()]

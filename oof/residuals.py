@@ -1,6 +1,9 @@
 """How alike the models' errors are: the stacker gains only where residuals differ.
 
     python -m oof.residuals --runs work/runs/convnext_demo work/runs/eva_demo --targets work/targets/train
+
+The correlation is accumulated over row chunks (sums and a Gram matrix of the residuals), so
+memory stays at one chunk per model whatever the number of rows.
 """
 import argparse
 import sys
@@ -10,7 +13,9 @@ import pandas as pd
 
 from core.metric import l2_normalize
 from core.targets import targets_for
-from oof.runs import aligned, check_compatible, load_run
+from oof.runs import check_compatible, load_run
+
+CHUNK_ROWS = 8192
 
 
 def directional_residual(prediction, targets):
@@ -23,21 +28,58 @@ def directional_residual(prediction, targets):
     return p - np.sum(p * t, axis=1, keepdims=True) * t
 
 
-def residual_correlation(predictions, targets):
+def residual_correlation(predictions, targets, chunk_rows=CHUNK_ROWS):
     """Pearson correlation between models of their flattened directional residuals.
 
-    `predictions` maps a model name to an (N, D) array aligned with `targets`.
+    `predictions` maps a model name to an (N, D) array aligned with `targets` (anything sliced by
+    rows: arrays, memory maps, `RowView`s). Per chunk of rows, the residuals' sums and their
+    Gram matrix are added up in float64; the correlation comes from those totals.
     """
     names = list(predictions)
-    res = np.stack([directional_residual(predictions[n], targets).ravel() for n in names])
-    return pd.DataFrame(np.corrcoef(res), index=names, columns=names)
+    n = len(targets)
+    for name in names:
+        if len(predictions[name]) != n:
+            raise ValueError(f"{name}: {len(predictions[name])} rows of predictions for {n} targets")
+    m = len(names)
+    total, gram, count = np.zeros(m), np.zeros((m, m)), 0
+    for s in range(0, n, chunk_rows):
+        t = np.asarray(targets[s:s + chunk_rows])
+        res = np.stack([directional_residual(np.asarray(predictions[k][s:s + chunk_rows]), t).ravel()
+                        for k in names]).astype(np.float64)
+        total += res.sum(axis=1)
+        gram += res @ res.T
+        count += res.shape[1]
+    mean = total / max(count, 1)
+    cov = gram - count * np.outer(mean, mean)
+    sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = cov / np.outer(sd, sd)  # a constant residual (zero variance) gives NaN, as np.corrcoef does
+    np.fill_diagonal(corr, np.where(sd > 0, 1.0, np.nan))
+    return pd.DataFrame(np.clip(corr, -1.0, 1.0), index=names, columns=names)
+
+
+class RowView:
+    """Rows of `array` in the order `index`, read lazily per slice (no full re-ordered copy)."""
+
+    def __init__(self, array, index):
+        self.array, self.index = array, np.asarray(index, dtype=np.int64)
+
+    def __len__(self):
+        return len(self.index)
+
+    def __getitem__(self, rows):
+        return np.asarray(self.array[self.index[rows]])
 
 
 def run_residual_correlation(run_dirs, target_dir):
     runs = [load_run(r) for r in run_dirs]
     check_compatible(runs)
     ids = runs[0].oof_ids
-    return residual_correlation({r.name: aligned(r, ids) for r in runs}, targets_for(target_dir, ids))
+    views = {}
+    for r in runs:
+        pos = {i: k for k, i in enumerate(r.oof_ids)}
+        views[r.name] = RowView(r.oof, [pos[i] for i in ids])
+    return residual_correlation(views, targets_for(target_dir, ids))
 
 
 def main(argv=None):

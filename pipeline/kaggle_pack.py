@@ -15,7 +15,8 @@ half-written folder under a valid name):
                          target_std stay fp32; `load_state_dict` copies fp16 into the fp32 model).
                          A kNN on a frozen backbone gets that backbone's weights embedded in each
                          fold checkpoint, so the notebook needs no download.
-    OUT/ensemble/        ensemble.json, weights.npz, lgbm_stacker.json.gz (if the ensemble uses it)
+    OUT/ensemble/        ensemble.json and what it names: weights.npz (always: the weight blend or the
+                         fallback), ridge.npz or lgbm_stacker.json.gz when the ensemble is that stacker
     OUT/wheels/          `pip download --only-binary=:all: --no-deps` of the listed packages, at the
                          versions pinned in requirements.txt (else the installed ones); torch and
                          torchvision only with --with-torch (Kaggle's images ship them)
@@ -299,7 +300,8 @@ def pack_ensemble(ensemble_dir, dest):
             raise DataError(Path(ensemble_dir) / f, "missing: ensemble.json names it")
         shutil.copyfile(Path(ensemble_dir) / f, dest / f)
     entry = {"source": str(Path(ensemble_dir).resolve()), "method": manifest["method"],
-             "models": list(manifest["models"]), "files": list(dict.fromkeys(files))}
+             "models": list(manifest["models"]), "files": list(dict.fromkeys(files)),
+             **({"alpha": manifest["alpha"]} if "alpha" in manifest else {})}
     scores = Path(ensemble_dir) / "scores.json"
     if scores.is_file():
         s = read_json(scores)
@@ -405,7 +407,8 @@ NOTEBOOK_CELLS = [
 Attach two inputs (Internet off): the competition data and the pack dataset written by
 `python -m pipeline.kaggle_pack` (code, wheels, fold checkpoints, fitted ensemble). The cells
 install the packed wheels without an index, put the packed code on `sys.path`, predict every test
-image with every fold of every blended run, blend them with the fitted ensemble and write
+image with every fold of every blended run, blend them with the fitted ensemble (the weights,
+ridge or LightGBM stacker that `ensemble/ensemble.json` names; numpy only unless LightGBM) and write
 `/kaggle/working/submission.csv`. `SDI2P_PACK`, `SDI2P_IMAGES` and `SDI2P_OUT` override the
 paths (that is how the project's tests run these cells on a local folder).
 """),

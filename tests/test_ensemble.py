@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import ensemble.ledger as ledger_mod
 import ensemble.nested_cv as ncv
 from ensemble import synthetic as S
 from ensemble.blend import blend, load_weights, save_weights, weights_table
@@ -62,7 +63,7 @@ def spied_split_run(split_data):
     Check by construction: a score of weights that no fit returned, or of a fold the fit saw, fails at once.
     """
     trained, scored = {}, []
-    real_fit, real_score = ncv.fit_dimension_weights_on, ncv.cosine_sum
+    real_fit, real_score = ncv.fit_dimension_weights_on, ledger_mod.cosine_sum
 
     def spy_fit(data, folds, *a, **kw):
         W, info = real_fit(data, folds, *a, **kw)
@@ -78,7 +79,7 @@ def spied_split_run(split_data):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ncv, "fit_dimension_weights_on", spy_fit)
-        mp.setattr(ncv, "cosine_sum", spy_score)
+        mp.setattr(ledger_mod, "cosine_sum", spy_score)
         result = nested_cv(split_data, shrinkage_grid=FAST_GRID)
     return result, scored
 
@@ -238,9 +239,11 @@ def test_two_folds_fall_back_without_inner_cv():
     T = S.make_targets(n, seed=4)
     X = S.make_predictions(T, S.noise_levels(2, seed=4), seed=4)
     data = stack_data(T, X, S.make_folds(n, k=2, seed=4))
-    result = nested_cv(data, shrinkage_grid=FAST_GRID)
-    assert set(result.methods) == {"equal", "per_model", "per_dim"}
-    assert any("no inner CV" in note for note in result.notes)
+    result = nested_cv(data, methods=ncv.AUTO_METHODS, shrinkage_grid=FAST_GRID, ridge_alphas=(30.0, 3.0))
+    assert set(result.methods) == {"equal", "per_model", "per_dim", "ridge"}
+    assert any("no inner CV" in note and "per_dim" in note for note in result.notes)
+    assert any("no inner CV" in note and "ridge" in note and "alpha 3" in note for note in result.notes)
+    assert result.ridge.per_fold == {0: 3.0, 1: 3.0}  # FALLBACK_RIDGE_ALPHA
 
 
 def test_blend_module_is_numpy_only():
@@ -262,3 +265,170 @@ def test_ensemble_never_imports_torch_or_models():
             for name in names:
                 root = name.split(".")[0]
                 assert root not in {"torch", "torchvision", "timm", "open_clip", "models"}, f"{path.name} imports {name}"
+
+
+# ----------------------------------------------------------------------------- ridge, OOF blend, drop-one
+
+SMALL_D = 16  # the ridge algebra does not depend on D = 384; small dims keep these tests fast
+
+
+def small_data(n=1500, seed=11, permuted=False):
+    """3 models on 16 dims. With `permuted`, model 0 predicts the target with its dims shuffled: only a
+    stacker that mixes dimensions can use it."""
+    T = S.make_targets(n, dim=SMALL_D, seed=seed)
+    sigma = np.array([[0.4] * SMALL_D, [1.5] * SMALL_D, [2.0] * SMALL_D], dtype=np.float32)
+    X = S.make_predictions(T, sigma, seed=seed)
+    if permuted:
+        X[0] = X[0][:, np.random.default_rng(seed).permutation(SMALL_D)]
+    return stack_data(T, X, S.make_folds(n, k=5, seed=seed))
+
+
+@pytest.mark.parametrize("n", [1500, 40])  # more rows than the 48 features (Gram sums), and fewer (dual system)
+def test_ridge_fit_equals_scikit_learn(n):
+    from sklearn.linear_model import Ridge
+
+    from ensemble.ridge_stacker import features, fit_ridge, fold_sums, predict_ridge
+
+    data = small_data(n=n)
+    train = [0, 2, 3]
+    rows = ncv.fold_rows(data, train)
+    sums = fold_sums(data, chunk=100 if n > 100 else 3)  # several chunks per fold
+    assert (sums.rows is None) == (n > 48)
+    for alpha, stacker in zip((10.0, 0.1), fit_ridge(sums, train, (10.0, 0.1), data.names)):
+        ref = Ridge(alpha=alpha).fit(features(data.X[:, rows]), data.T[rows])
+        np.testing.assert_allclose(stacker.coef, ref.coef_, atol=1e-5)
+        np.testing.assert_allclose(stacker.intercept, ref.intercept_, atol=1e-5)
+        held = ncv.fold_rows(data, [1])
+        expected = ref.predict(features(data.X[:, held]))
+        expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+        np.testing.assert_allclose(predict_ridge(stacker, data.X[:, held]), expected, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def spied_ridge_run():
+    """Nested CV with ridge on permuted data; every ridge score / prediction checked against the fits' folds."""
+    import ensemble.ledger as L
+
+    data = small_data(permuted=True)
+    trained, scored = {}, []
+    real_fit, real_sums, real_predict = ncv.fit_ridge, L.ridge_cosine_sums, L.predict_ridge
+
+    def spy_fit(sums, folds, alphas, models):
+        out = real_fit(sums, folds, alphas, models)
+        for st in out:
+            trained[id(st)] = (st, frozenset(folds))
+        return out
+
+    def check(stacker, folds):
+        assert id(stacker) in trained, "scored a ridge stacker that no fit returned"
+        seen = trained[id(stacker)][1]
+        assert not (set(folds) & seen), f"ridge fitted on {sorted(seen)} used on folds {folds}"
+        scored.append((seen, tuple(folds)))
+
+    def spy_sums(stackers, d, folds):
+        for st in stackers:
+            check(st, folds)
+        return real_sums(stackers, d, folds)
+
+    def spy_predict(stacker, X_rows):
+        fold = int(data.folds[np.flatnonzero((data.X[0] == X_rows[0][0]).all(axis=1))[0]])
+        check(stacker, [fold])
+        return real_predict(stacker, X_rows)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ncv, "fit_ridge", spy_fit)
+        mp.setattr(L, "ridge_cosine_sums", spy_sums)
+        mp.setattr(L, "predict_ridge", spy_predict)
+        result = nested_cv(data, methods=("equal", "per_model", "per_dim", "ridge"), shrinkage_grid=FAST_GRID,
+                           ridge_alphas=(10.0, 1.0, 0.1), predict_oof=True, drop_one=True)
+    return data, result, scored
+
+
+def test_ridge_mixes_dimensions_and_never_sees_its_fold(spied_ridge_run):
+    data, result, scored = spied_ridge_run
+    K, G = len(data.fold_values), 3
+    assert len(scored) == (K * (K - 1) // 2) * G * 2 + K * G + K  # inner (both sides) + k-fold + OOF predictions
+    # model 0 is the best model once its dimensions are put back: only ridge can
+    assert result.chosen_method == "ridge", result.table()
+    assert result.methods["ridge"]["overall"] > result.methods["per_dim"]["overall"] + 0.05, result.table()
+    for rec in result.ledger:
+        if rec["kind"] in ("score", "predict"):
+            assert rec["scored_fold"] not in rec["trained_on"]
+        else:
+            assert rec["outer_fold"] not in rec["used_folds"]
+    ridge_selects = [r for r in result.ledger if r["kind"] == "select" and r["purpose"].startswith("alpha")]
+    assert sorted(r["outer_fold"] for r in ridge_selects) == data.fold_values
+    assert set(result.ridge.per_fold) == set(data.fold_values) and result.ridge.chosen in (10.0, 1.0, 0.1)
+    assert result.final.method == "ridge" and result.final.trained_on == frozenset(data.fold_values)
+    assert result.final_linear.method in ncv.LINEAR_METHODS  # the weights.npz fallback
+
+
+def test_oof_blend_is_the_nested_prediction_of_the_chosen_method(spied_ridge_run):
+    data, result, _ = spied_ridge_run
+    oof = result.oof_blend
+    assert oof.shape == (data.n_rows, SMALL_D) and oof.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(oof, axis=1), 1.0, atol=1e-5)
+    cos = np.einsum("nd,nd->n", oof, data.T)
+    per_fold = [float(cos[data.folds == k].mean()) for k in data.fold_values]
+    np.testing.assert_allclose(per_fold, result.methods["ridge"]["per_fold"], atol=1e-5)
+    predicts = [r for r in result.ledger if r["kind"] == "predict"]
+    assert sorted(r["scored_fold"] for r in predicts) == data.fold_values
+    assert all(r["method"] == "ridge" and r["purpose"] == "oof_blend" for r in predicts)
+
+
+@pytest.mark.parametrize("method", ["equal", "per_model", "per_dim"])
+def test_oof_blend_of_weight_methods_matches_their_nested_scores(method):
+    data = small_data(n=600, seed=12)
+    result = nested_cv(data, methods=("equal", "per_model", method), shrinkage_grid=(1.0,), choose=method,
+                       predict_oof=True, refit=False)
+    cos = np.einsum("nd,nd->n", result.oof_blend, data.T)
+    per_fold = [float(cos[data.folds == k].mean()) for k in data.fold_values]
+    np.testing.assert_allclose(per_fold, result.methods[method]["per_fold"], atol=1e-5)
+
+
+def test_drop_one_scores_each_models_marginal_value(spied_ridge_run):
+    data, result, _ = spied_ridge_run
+    drop = result.drop_one
+    assert list(drop) == data.names
+    for name, s in drop.items():
+        assert len(s["per_fold"]) == 5 and -1 <= s["overall"] <= 1
+    # dropping a model leaves a per-model blend of the others: never better than choosing among all
+    # (up to the fits' noise), and the two-model case equals the per-model fit without the third
+    full = result.methods["per_model"]["overall"]
+    assert all(s["overall"] <= full + 1e-3 for s in drop.values())
+    recs = [r for r in result.ledger if r["purpose"] == "drop_one"]
+    assert len(recs) == 3 * 5 and all(r["scored_fold"] not in r["trained_on"] for r in recs)
+
+
+def test_drop_one_with_two_models_is_the_other_single_model():
+    data = small_data(n=600, seed=13)
+    two = StackData(data.X[:2].copy(), data.T, data.folds, data.names[:2])
+    result = nested_cv(two, methods=("per_model",), drop_one=True, refit=False)
+    for dropped, kept in ((0, 1), (1, 0)):
+        got = result.drop_one[two.names[dropped]]
+        np.testing.assert_allclose(got["per_fold"], result.single_models[two.names[kept]]["per_fold"], atol=1e-6)
+
+
+def test_ledger_refuses_to_predict_a_seen_fold(split_data):
+    ledger = Ledger(split_data, None)
+    W = np.full((3, D), 1 / 3, np.float32)
+    with pytest.raises(LeakError):
+        ledger.predict(Fitted("per_dim", frozenset({0, 1}), W), 0, "oof_blend")
+    assert ledger.predict(Fitted("per_dim", frozenset({0, 1}), W), 2, "oof_blend").shape == (split_data.count([2]), D)
+
+
+def test_ridge_module_applies_with_numpy_only(tmp_path):
+    """ensemble.apply on a ridge ensemble imports neither scipy, scikit-learn, lightgbm nor torch."""
+    from ensemble.ridge_stacker import RidgeStacker, save_ridge
+
+    rng = np.random.default_rng(0)
+    save_ridge(tmp_path / "ridge.npz", RidgeStacker(["a", "b"], rng.standard_normal((D, 2 * D)).astype(np.float32),
+                                                    rng.standard_normal(D).astype(np.float32), 1.0))
+    (tmp_path / "ensemble.json").write_text('{"method": "ridge", "models": ["a", "b"], "file": "ridge.npz"}')
+    code = ("import sys, numpy as np; from ensemble.apply import apply_ensemble; "
+            f"out = apply_ensemble({str(tmp_path)!r}, {{'a': np.ones((3, 384)), 'b': np.arange(3 * 384.).reshape(3, 384)}}); "
+            "assert out.shape == (3, 384); "
+            "bad = [m for m in ('torch', 'lightgbm', 'scipy', 'sklearn', 'models') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

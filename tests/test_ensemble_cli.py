@@ -16,7 +16,7 @@ from ensemble.inputs import load_inputs
 from oof.runs import MANIFEST_FILE, OOF_FILE
 
 N, N_TEST = 600, 40
-FAST = ["--shrinkage-grid", "1,0", "--quiet"]
+FAST = ["--shrinkage-grid", "1,0", "--ridge-alphas", "3", "--quiet"]
 
 
 def project(tmp_path, **kw):
@@ -42,7 +42,7 @@ def test_cli_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "chosen:" in printed and "model:model0" in printed
     scores = json.loads((out / "scores.json").read_text())
-    assert set(scores["methods"]) == {"equal", "per_model", "per_dim"}
+    assert set(scores["methods"]) == {"equal", "per_model", "per_dim", "ridge"}
     for entry in list(scores["methods"].values()) + list(scores["single_models"].values()):
         assert len(entry["per_fold"]) == 5 and -1 <= entry["overall"] <= 1
     assert scores["chosen_method"] == max(scores["methods"], key=lambda m: scores["methods"][m]["overall"])
@@ -154,6 +154,8 @@ def test_auto_includes_lgbm_only_for_small_oof_sets():
     assert "lgbm" in methods_to_run("auto", "on", 10 ** 6)[0]
     assert "lgbm" not in methods_to_run("auto", "off", 100)[0]
     assert methods_to_run("per_dim", "auto", 100)[0] == ["equal", "per_model", "per_dim"]
+    assert methods_to_run("ridge", "auto", 100)[0] == ["equal", "per_model", "ridge"]
+    assert "ridge" in methods_to_run("auto", "off", 10 ** 6)[0]
 
 
 def test_lgbm_stacker_fits_predicts_and_round_trips(tmp_path):
@@ -178,11 +180,14 @@ def test_lgbm_stacker_fits_predicts_and_round_trips(tmp_path):
     pred = predict_lgbm_stacker(stacker, X[:, :50])
     np.testing.assert_allclose(np.linalg.norm(pred, axis=1), 1.0, atol=1e-5)
     # in nested CV the stacker is scored only on folds it did not see
-    result = nested_cv(data, methods=("equal", "lgbm"), refit=False)
+    result = nested_cv(data, methods=("equal", "lgbm"), refit=False, choose="lgbm", predict_oof=True)
     assert "lgbm" in result.methods
     for rec in result.ledger:
-        if rec["kind"] == "score":
+        if rec["kind"] in ("score", "predict"):
             assert rec["scored_fold"] not in rec["trained_on"]
+    # its nested OOF predictions (each fold by the stacker fitted without it) give its nested score
+    cos = np.einsum("nd,nd->n", result.oof_blend, T)
+    np.testing.assert_allclose([cos[folds == k].mean() for k in range(4)], result.methods["lgbm"]["per_fold"], atol=1e-5)
     # the CLI's writer: stacker + a linear fallback, ensemble.json pointing at the stacker
     from types import SimpleNamespace
 
@@ -200,3 +205,69 @@ def test_lgbm_stacker_fits_predicts_and_round_trips(tmp_path):
     ids, emb = read_submission(out / "submission.csv", dim=d)
     assert ids == test_ids
     np.testing.assert_allclose(apply_ensemble(out, {"good": X[0, :30], "bad": X[1, :30]}), emb, atol=1e-6)
+
+
+def test_cli_ridge_applies_like_scikit_learn_and_saves_the_oof_blend(tmp_path, capsys):
+    """--method ridge: ridge.npz applied (numpy only) equals scikit-learn's Ridge.predict on the same rows;
+    the OOF blend, drop-one scores and the command line land in the folder."""
+    from sklearn.linear_model import Ridge
+
+    from ensemble.apply import OOF_BLEND_FILE, OOF_BLEND_IDS_FILE, RIDGE_FILE
+    from ensemble.ridge_stacker import features, load_ridge
+
+    p = project(tmp_path, n=400, n_models=2, k=3)
+    out = tmp_path / "ens"
+    argv = ["--runs", *map(str, p["runs"]), "--out", str(out), "--method", "ridge", "--ridge-alphas", "10,1",
+            "--shrinkage-grid", "1", "--quiet"]
+    assert main(argv) == 0
+    assert "ridge alpha per outer fold" in capsys.readouterr().out
+    manifest = json.loads((out / "ensemble.json").read_text())
+    assert manifest["method"] == "ridge" and manifest["file"] == RIDGE_FILE
+    assert manifest["linear_fallback"]["file"] == "weights.npz" and (out / "weights.npz").is_file()
+    stacker = load_ridge(out / RIDGE_FILE)
+    assert stacker.models == ["model0", "model1"] and stacker.coef.shape == (384, 768)
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+    scores = json.loads((out / "scores.json").read_text())
+    assert stacker.alpha == scores["ridge"]["chosen_alpha"] == manifest["alpha"]
+    # scikit-learn's Ridge fitted on the same (all) OOF rows, predicting the test rows
+    ids = pd.read_csv(out / OOF_BLEND_IDS_FILE, dtype={"imgId": str})["imgId"].tolist()
+    pos = {i: k for k, i in enumerate(p["ids"])}
+    rows = [pos[i] for i in ids]
+    ref = Ridge(alpha=stacker.alpha).fit(features(unit(p["X"][:, rows])), unit(p["T"][rows]))
+    expected = unit(ref.predict(features(unit(p["X_test"]))))
+    sub_ids, emb = read_submission(out / "submission.csv")
+    assert sub_ids == p["test_ids"]
+    np.testing.assert_allclose(emb, expected, atol=1e-4)
+    applied = apply_ensemble(out, {"model0": p["X_test"][0], "model1": p["X_test"][1]})
+    np.testing.assert_allclose(applied, expected, atol=1e-5)
+    # the OOF blend: every id once, unit rows, its per-fold cosine = the nested score of the chosen method
+    oof = np.load(out / OOF_BLEND_FILE)
+    assert sorted(ids) == sorted(p["ids"]) and oof.shape == (400, 384) and oof.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(oof, axis=1), 1.0, atol=1e-5)
+    cos = np.sum(oof * unit(p["T"][rows]), axis=1)
+    fold = p["folds_array"][rows]
+    np.testing.assert_allclose([cos[fold == k].mean() for k in scores["folds"]], scores["methods"]["ridge"]["per_fold"],
+                               atol=1e-5)
+    assert scores["oof_blend"] == {"method": "ridge", "file": OOF_BLEND_FILE, "ids_file": OOF_BLEND_IDS_FILE, "rows": 400}
+    # no evaluation of the ridge stacker on a fold it was fitted on
+    ridge_evals = [e for e in scores["evaluations"] if e.get("method") == "ridge"]
+    assert {e["kind"] for e in ridge_evals} == {"score", "predict"}
+    assert all(e["scored_fold"] not in e["trained_on"] for e in ridge_evals)
+    assert set(scores["ridge"]["alpha_per_fold"]) == {"0", "1", "2"} and scores["ridge"]["alpha_grid"] == [10.0, 1.0]
+    # drop-one: per model, per fold (keyed by fold) and overall; with two models it is the other model alone
+    assert set(scores["drop_one"]) == {"model0", "model1"}
+    per_fold = scores["drop_one"]["model0"]["per_fold"]
+    assert list(per_fold) == ["0", "1", "2"]
+    np.testing.assert_allclose(list(per_fold.values()), scores["single_models"]["model1"]["per_fold"], atol=1e-6)
+    # the command line
+    assert scores["argv"] == ["python", "-m", "ensemble.fit", *argv]
+    assert "--method ridge" in scores["command"]
+
+
+def test_ridge_alphas_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        main(["--runs", "x", "--ridge-alphas", "1,0"])
+    assert "--ridge-alphas needs positive numbers" in capsys.readouterr().err

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 
 from bench.synthetic import planted_near_duplicates as planted
-from core.folds import (FoldGroupingError, UnionFind, assign_folds, group_prompts, load_folds, make_folds,
-                        save_folds)
+from core.errors import DataError
+from core.folds import (GROUPS_FILE, FoldGroupingError, UnionFind, assign_folds, group_prompts, groups_path,
+                        load_folds, load_groups, make_folds, save_folds, save_groups)
 
 
 def all_pairs_at_or_above(x, thr):
@@ -96,7 +97,52 @@ def test_save_and_load(tmp_path):
     meta = save_folds(tmp_path / "folds.csv", ids, [0, 1, 0], {"k": 2})
     assert (tmp_path / "folds.json").is_file() and len(meta["folds_sha256"]) == 64
     assert load_folds(tmp_path / "folds.csv", ["c", "a"]).tolist() == [0, 0]
-    from core.errors import DataError
-
     with pytest.raises(DataError, match="folds.csv.*no fold"):
         load_folds(tmp_path / "folds.csv", ["z"])
+
+
+def test_groups_file_round_trip_and_errors(tmp_path):
+    folds_csv = tmp_path / "folds.csv"
+    save_folds(folds_csv, ["a", "b", "c", "d"], [0, 1, 0, 1], {"k": 2})
+    assert groups_path(folds_csv) == tmp_path / GROUPS_FILE
+    assert load_groups(folds_csv, ["a", "b"]) is None  # no groups.csv: the caller falls back to folds
+    save_groups(groups_path(folds_csv), ["a", "b", "c", "d"], [7, 3, 7, 5])
+    got = load_groups(folds_csv, ["d", "a", "c"])
+    assert got.dtype == np.int64 and got.tolist() == [5, 7, 7]
+    with pytest.raises(DataError, match=r"groups.csv: 1 imgIds have no group.*'z'"):
+        load_groups(folds_csv, ["a", "z"])
+    # a group split across folds: these are not the groups the folds were made from
+    save_groups(groups_path(folds_csv), ["a", "b", "c", "d"], [1, 1, 2, 3])
+    with pytest.raises(DataError, match=r"groups.csv: group 1 spans 2 folds"):
+        load_groups(folds_csv, ["a", "b"])
+    groups_path(folds_csv).write_text("imgId,grp\na,1\n")
+    with pytest.raises(DataError, match=r"groups.csv: missing column\(s\) \['group'\]"):
+        load_groups(folds_csv, ["a"])
+
+
+def test_cli_writes_groups_beside_folds_and_leaves_folds_csv_alone(tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from core.folds import main
+    from core.io import sha256_file
+    from ensemble.synthetic import write_targets_folder
+
+    rng = np.random.default_rng(0)
+    n = 60
+    ids = [f"i{k:03d}" for k in range(n)]
+    prompts = [f"prompt {k % 40}" for k in range(n)]  # rows k and k + 40 share a prompt
+    pd.DataFrame({"imgId": ids, "prompt": prompts}).to_csv(tmp_path / "prompts.csv", index=False)
+    write_targets_folder(tmp_path / "targets", ids, rng.standard_normal((n, 384)).astype(np.float32))
+    out = tmp_path / "work" / "folds.csv"
+    assert main(["--prompts", str(tmp_path / "prompts.csv"), "--targets", str(tmp_path / "targets"),
+                 "--out", str(out), "--k", "3"]) == 0
+    assert "groups.csv" in capsys.readouterr().out
+    assert list(pd.read_csv(out).columns) == ["imgId", "fold"]  # folds.csv's format (and hash) unchanged
+    assert json.loads(out.with_suffix(".json").read_text())["folds_sha256"] == sha256_file(out)
+    groups = load_groups(out, ids)
+    folds = load_folds(out, ids)
+    assert len(set(groups.tolist())) == 40
+    for k in range(20):
+        assert groups[k] == groups[k + 40] and folds[k] == folds[k + 40]

@@ -72,9 +72,10 @@ def packed(tmp_path_factory, kaggle_sample):
                           "--out", str(runs / "mean_baseline")]) == 0
     names = ["mean_baseline", "convnext_demo", "vit_demo", "knn_demo", "knn_frozen"]
     ens = root / "work" / "ensemble"
-    # equal weights: every run moves the blend, so a packing error in any of them shows
+    # the ridge stacker: every dimension of every run feeds every output, so a packing error in any of them
+    # shows, and the notebook applies ridge.npz (its weights.npz fallback travels too)
     res = subprocess.run([sys.executable, "-m", "ensemble.fit", "--runs", *[str(runs / n) for n in names],
-                          "--out", str(ens), "--method", "equal", "--quiet"],
+                          "--out", str(ens), "--method", "ridge", "--ridge-alphas", "30,3", "--quiet"],
                          cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     t_built = time.time()
@@ -136,11 +137,12 @@ def test_pack_layout_and_manifest(packed):
     pack, m = packed.pack, packed.manifest
     assert m["kind"] == kp.PACK_KIND and m["ensemble"]["models"] == packed.names
     code = set(m["code"]["files"])
-    assert {"models/submit.py", "models/knn.py", "ensemble/apply.py", "oof/runs.py", "core/io.py",
-            "configs/open_clip/demo-ViT-4L-192-p8.json"} <= code
+    assert {"models/submit.py", "models/knn.py", "ensemble/apply.py", "ensemble/ridge_stacker.py", "oof/runs.py",
+            "core/io.py", "configs/open_clip/demo-ViT-4L-192-p8.json"} <= code
     assert not any(f.startswith(("tests/", "pipeline/", "work/", "datagen/", "bench/")) for f in code)
     assert sorted(str(p.relative_to(pack / "code")) for p in (pack / "code").rglob("*") if p.is_file()) == sorted(code)
-    assert sorted(p.name for p in (pack / "ensemble").iterdir()) == ["ensemble.json", "weights.npz"]
+    assert sorted(p.name for p in (pack / "ensemble").iterdir()) == ["ensemble.json", "ridge.npz", "weights.npz"]
+    assert m["ensemble"]["method"] == "ridge"
     assert sorted(p.name for p in (pack / "runs" / "mean_baseline").iterdir()) == ["mean_embedding.npy", "metrics.json"]
     assert [w["spec"] for w in m["wheels"]] == [DUMMY_SPEC]
     assert (pack / "wheels" / m["wheels"][0]["file"]).is_file()
@@ -148,8 +150,11 @@ def test_pack_layout_and_manifest(packed):
         src = json.loads((packed.runs / name / "metrics.json").read_text())
         entry = m["runs"][name]
         assert entry["config_hash"] == src.get("config_hash") and entry["oof_cosine"] == src["oof_cosine"]
+        assert isinstance(src["argv"], list) and isinstance(src["command"], str)  # provenance: the command line
         for rel, c in entry["checkpoints"].items():
             assert c["sha256"] == kp.sha256_file(pack / "runs" / name / rel)
+    assert json.loads((packed.runs / "mean_baseline" / "metrics.json").read_text())["argv"][:3] == [
+        "python", "-m", "models.mean_baseline"]
     assert len(m["runs"]["convnext_demo"]["checkpoints"]) == 2 and not m["runs"]["mean_baseline"]["checkpoints"]
     assert m["sizes"]["total"] == pytest.approx(sum(p.stat().st_size for p in pack.rglob("*") if p.is_file()), rel=0.01)
     assert not [p for p in pack.parent.iterdir() if ".partial-" in p.name]

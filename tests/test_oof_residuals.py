@@ -30,3 +30,37 @@ def test_prediction_scale_does_not_change_residuals():
     c1 = residual_correlation({"p": p, "q": q}, t)
     c2 = residual_correlation({"p": 7.0 * p, "q": q}, t)
     assert np.allclose(c1.values, c2.values)
+
+
+def _corrcoef_reference(preds, t):
+    """The former implementation: every residual stacked in memory, np.corrcoef."""
+    from oof.residuals import directional_residual
+
+    return np.corrcoef(np.stack([directional_residual(p, t).ravel() for p in preds.values()]))
+
+
+def test_chunked_accumulation_equals_corrcoef():
+    rng = np.random.default_rng(2)
+    t = l2_normalize(rng.normal(size=(257, 384)) + 2.0)  # a shared mean direction, like real embeddings
+    shared = rng.normal(size=t.shape)
+    preds = {f"m{k}": t + (0.2 + 0.1 * k) * (0.6 * shared + rng.normal(size=t.shape)) + 0.05 * k for k in range(4)}
+    ref = _corrcoef_reference(preds, t)
+    for chunk in (7, 64, 10_000):  # chunks that do not divide the rows, and one chunk for everything
+        corr = residual_correlation(preds, t, chunk_rows=chunk)
+        np.testing.assert_allclose(corr.values, ref, atol=1e-6)
+        assert list(corr.columns) == list(preds)
+
+
+def test_run_directories_are_aligned_by_img_id(tmp_path):
+    from ensemble.synthetic import write_synthetic_project
+    from oof.residuals import run_residual_correlation
+    from oof.runs import load_run, write_run
+
+    p = write_synthetic_project(tmp_path, n=300, n_test=5, n_models=3)
+    run = load_run(p["runs"][1])  # rewrite one run with its rows shuffled: same predictions per imgId
+    perm = np.random.default_rng(0).permutation(300)
+    write_run(p["runs"][1], [run.oof_ids[i] for i in perm], run.oof[perm], run.test_ids, run.test,
+              run.mean_embedding, run.metrics, [])
+    corr = run_residual_correlation(p["runs"], p["targets"])
+    ref = _corrcoef_reference({n: p["X"][m] for m, n in enumerate(p["names"])}, p["T"])
+    np.testing.assert_allclose(corr.values, ref, atol=1e-6)
