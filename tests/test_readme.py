@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import pytest
 
+from tests.conftest import SHARED_DATA
 from tests.model_fixtures import REPO
 
 README = (REPO / "README.md").read_text()
@@ -46,6 +47,8 @@ def tiny(cmd):
         argv += ["--quiet"]
     if joined == "-m pipeline.kaggle_pack":
         argv += ["--no-wheels"]  # no downloads in tests; tests/test_kaggle_pack.py packs wheels from a folder
+    if joined == "-m datagen.prompts":  # the shared prompt files, 20 rows of each
+        argv = [a.replace("../shared/data", str(SHARED_DATA)) for a in argv] + ["--limit", "20"]
     return argv
 
 
@@ -108,6 +111,11 @@ def test_gpu_commands_cpu_stand_ins(readme_workspace, env):
     stand_ins = {
         "./run_all.sh --config configs/pipeline/gpu_production.yaml --gpus 8": "pipeline",
         "torchrun --nproc_per_node 8 -m models.train --config configs/eva02_l.yaml": "ddp",
+        # test_generate_commands_cpu_stand_ins runs these four:
+        "python -m datagen.generate --prompts work/prompts/prompts.csv --out data/sd2 --holdout 0.02 --format jpeg --prepare": "generate",
+        "torchrun --nproc_per_node 8 -m datagen.generate --prompts work/prompts/prompts.csv --out data/sd2 --holdout 0.02 --format jpeg --batch-size 8": "generate",
+        "python -m datagen.generate --merge data/sd2": "generate",
+        "./run_all.sh --config configs/pipeline/generated.yaml --gpus 8": "generate",
     }
     assert blocks("bash gpu") == list(stand_ins), "a README GPU command without a CPU stand-in"
     res = run([str(REPO / "run_all.sh"), "--config", "configs/pipeline/gpu_production.yaml", "--gpus", "2", "--list"],
@@ -123,3 +131,37 @@ def test_gpu_commands_cpu_stand_ins(readme_workspace, env):
 
     assert load_run(readme_workspace / "work" / "runs" / "eva_ddp").oof_ids == \
         load_run(readme_workspace / "work" / "runs" / "eva_demo").oof_ids
+
+
+def test_generate_commands_cpu_stand_ins(tmp_path, env):
+    """The README's generation walk on the CPU: a tiny random SD2 folder as --model, 2 torchrun processes."""
+    import pandas as pd
+
+    from tests.sd_fixtures import build_tiny_sd_pipeline
+
+    cmds = [c for c in blocks("bash gpu") if "datagen.generate" in c or "generated.yaml" in c]
+    assert len(cmds) == 4
+    model = build_tiny_sd_pipeline(tmp_path / "tiny-sd2")
+    corpus = tmp_path / "work" / "prompts"
+    corpus.mkdir(parents=True)
+    pd.DataFrame({"imgId": [f"{i:016x}" for i in range(24)], "prompt": [f"a photo of thing {i}" for i in range(24)],
+                  "source": "demo"}).to_csv(corpus / "prompts.csv", index=False)
+    tiny_gen = ["--model", str(model), "--gen-size", "32", "--save-size", "32", "--steps", "2", "--no-progress",
+                "--cache", str(tmp_path / "text_cache")]
+    for cmd in cmds:
+        argv = shlex.split(cmd)
+        if argv[0] == "torchrun":  # 2 CPU processes instead of 8 GPUs, the same launcher module
+            argv = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29543",
+                    *argv[3:], *tiny_gen]
+        elif argv[0] == "python":
+            argv = [sys.executable, *argv[1:]] + ([] if "--merge" in argv else tiny_gen)
+        else:  # run_all.sh: the stages it would run on the generated set
+            argv = [str(REPO / "run_all.sh"), *argv[1:-1], "2", "--list"]
+        res = run(argv, tmp_path, env)
+    assert "test-targets" in res.stdout and str(tmp_path / "data" / "sd2" / "test_prompts.csv") in res.stdout
+    data = tmp_path / "data" / "sd2"
+    train = pd.read_csv(data / "prompts.csv", dtype=str)
+    test = pd.read_csv(data / "test_prompts.csv", dtype=str)
+    assert len(train) + len(test) == 24 and len(test) >= 1
+    assert sorted(p.name for p in (data / "images").iterdir()) == sorted(f"{i}.jpg" for i in train["imgId"])
+    assert {p.name for p in data.glob("prompts.*-of-*.csv")} == {"prompts.0-of-2.csv", "prompts.1-of-2.csv"}
