@@ -83,7 +83,7 @@ def _check_array(path, arr, ids):
     return arr
 
 
-def _read_ids(path):
+def read_ids(path):
     if not path.is_file():
         raise DataError(path, "missing")
     frame = pd.read_csv(path, dtype={"imgId": str})
@@ -110,8 +110,8 @@ def load_run(run_dir, verify_hashes=True):
             raise DataError(path, "missing although the manifest lists it")
         if verify_hashes and manifest.get(name) != sha256_file(path):
             raise DataError(path, "content differs from manifest.json (file changed after the run finished)")
-    oof_ids = _read_ids(run_dir / OOF_IDS_FILE)
-    test_ids = _read_ids(run_dir / TEST_IDS_FILE)
+    oof_ids = read_ids(run_dir / OOF_IDS_FILE)
+    test_ids = read_ids(run_dir / TEST_IDS_FILE)
     oof = _check_array(run_dir / OOF_FILE, np.load(run_dir / OOF_FILE, mmap_mode="r"), oof_ids)
     test = _check_array(run_dir / TEST_FILE, np.load(run_dir / TEST_FILE, mmap_mode="r"), test_ids)
     mean = np.load(run_dir / MEAN_FILE).astype(np.float32)

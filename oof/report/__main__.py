@@ -1,0 +1,5 @@
+import sys
+
+from oof.report.cli import main
+
+sys.exit(main())
