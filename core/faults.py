@@ -3,9 +3,12 @@
     FAULT_AT=train_step:5          SIGKILL this process the 5th time it reaches `train_step`
     FAULT_AT=train_step:5:TERM     send SIGTERM instead (a preemption notice)
     FAULT_AT=checkpoint_write      SIGKILL the first time (count defaults to 1)
+    FAULT_AT=atomic_write/oof.npy:1:ENOSPC   raise OSError(ENOSPC) there instead (disk full;
+                                   any errno name: EACCES, EROFS, ...)
 
 Tests set the variable on a subprocess; unset, `fault_point` is a dictionary lookup and returns.
 """
+import errno
 import os
 import signal
 
@@ -25,4 +28,8 @@ def fault_point(name):
     _reached[name] = _reached.get(name, 0) + 1
     count = int(parts[1]) if len(parts) > 1 and parts[1] else 1
     if _reached[name] == count:
-        os.kill(os.getpid(), _SIGNALS[parts[2] if len(parts) > 2 else "KILL"])
+        what = parts[2] if len(parts) > 2 else "KILL"
+        if what.startswith("E") and hasattr(errno, what):  # an I/O failure, not a crash
+            code = getattr(errno, what)
+            raise OSError(code, os.strerror(code), f"<fault {name}>")
+        os.kill(os.getpid(), _SIGNALS[what])

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.errors import DataError
+from core.errors import DataError, print_error
 from core.io import save_csv, sha256_file, write_json
 from core.metric import l2_normalize
 
@@ -299,7 +299,7 @@ def main(argv=None):
         folds, groups = make_folds(frame["imgId"], frame["prompt"], emb, k=args.k, threshold=args.threshold,
                                    mode=args.mode, seed=args.seed, progress=True, **kw)
     except (DataError, FoldGroupingError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(e)
         return 2
     stats = group_stats(groups)
     meta = save_folds(args.out, frame["imgId"], folds, {

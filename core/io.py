@@ -3,6 +3,8 @@
 Every artifact is written to a temporary file in the same directory and renamed into
 place, so a killed process never leaves a half-written file behind a valid name.
 """
+import errno
+import glob
 import hashlib
 import io
 import json
@@ -13,25 +15,77 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import WriteError
+from core.faults import fault_point
+
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+# failures of the write itself; others (a missing source file inside the block...) pass through as they are
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG, errno.EIO}
+
+
+def _write_error(path, e):
+    """An OSError while writing `path` -> WriteError (one clear line for the CLIs), else None."""
+    if not isinstance(e, OSError) or e.errno not in _WRITE_ERRNOS:
+        return None
+    name = errno.errorcode.get(e.errno, str(e.errno))
+    hint = {errno.ENOSPC: "free disk space", errno.EDQUOT: "free disk space (quota)",
+            errno.EACCES: "check the folder's permissions", errno.EPERM: "check the folder's permissions",
+            errno.EROFS: "write to another folder (read-only file system)"}.get(e.errno, "check the disk")
+    return WriteError(path, f"cannot write: {e.strerror} [{name}]; {hint} and rerun. The previous "
+                            f"{Path(path).name}, if any, is unchanged and no temporary file was left", e.errno)
+
+
+def _remove_stale_temps(path):
+    """Temporary files of `path` left by killed writers (their pid no longer runs on this host)."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 @contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside `path`; rename it onto `path` if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` if the block succeeds.
+
+    On any failure the temporary file is removed and `path` keeps its previous content; an OSError
+    (disk full, permission denied, ...) becomes a WriteError naming `path`. Crash tests can stop
+    here after the bytes are written, before the rename: FAULT_AT=atomic_write (every file, counted)
+    or FAULT_AT=atomic_write/<file name> (see core.faults)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts get the usual permissions
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(path)
+        # the pid in the name lets a later writer remove what a killed one left behind
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts get the usual permissions
+    except OSError as e:
+        raise (_write_error(path, e) or e) from e
     try:
         yield Path(tmp)
+        fault_point("atomic_write")
+        fault_point(f"atomic_write/{path.name}")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        err = _write_error(path, e)
+        if err is not None:
+            raise err from e
         raise
 
 

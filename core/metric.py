@@ -4,6 +4,8 @@ import sys
 
 import numpy as np
 
+from core.errors import DataError, exit_on_data_error
+
 EPS = 1e-12
 
 
@@ -30,6 +32,7 @@ def mean_cosine(pred, target):
     return float(cosine_scores(pred, target).mean())
 
 
+@exit_on_data_error
 def main(argv=None):
     from core.submission import read_submission
     from core.targets import load_targets
@@ -43,8 +46,7 @@ def main(argv=None):
     pos = {i: k for k, i in enumerate(t_ids)}
     missing = [i for i in ids if i not in pos]
     if missing:
-        print(f"error: {args.submission}: {len(missing)} imgIds not in targets, e.g. {missing[:3]}", file=sys.stderr)
-        return 2
+        raise DataError(args.submission, f"{len(missing)} imgIds not in targets {args.targets}, e.g. {missing[:3]}")
     score = mean_cosine(pred, targets[[pos[i] for i in ids]])
     print(f"score {score:.6f} over {len(ids)} images")
     return 0

@@ -126,7 +126,7 @@ def compute_targets(ids, prompts, out_dir, embedder=None, batch_size=128, progre
     embedder_path = str(embedder or default_embedder_path())
     key = targets_key(ids, prompts, embedder_path)
     meta_path = out_dir / META_FILE
-    if meta_path.is_file() and read_json(meta_path).get("key") == key:
+    if meta_path.is_file() and _stored_key(meta_path) == key:
         _, emb = load_targets(out_dir)
         return emb, True
     emb = embed_prompts(prompts, embedder_path, batch_size=batch_size, progress=progress, cache_dir=cache_dir)
@@ -148,14 +148,28 @@ def compute_targets(ids, prompts, out_dir, embedder=None, batch_size=128, progre
     return emb, False
 
 
+def _stored_key(meta_path):
+    try:
+        return read_json(meta_path).get("key")
+    except (ValueError, AttributeError, OSError):  # damaged meta.json: recompute the folder
+        return None
+
+
 def load_targets(target_dir):
     """Return (ids, float32 (N, 384)) from a targets folder."""
     target_dir = Path(target_dir)
     for name in (TARGETS_FILE, IDS_FILE, META_FILE):
         if not (target_dir / name).is_file():
             raise DataError(target_dir / name, "missing; run `python -m core.targets` first")
-    ids = pd.read_csv(target_dir / IDS_FILE, dtype={"imgId": str})["imgId"].tolist()
-    emb = np.load(target_dir / TARGETS_FILE, mmap_mode="r")
+    try:
+        ids = pd.read_csv(target_dir / IDS_FILE, dtype={"imgId": str}, keep_default_na=False)["imgId"].tolist()
+    except Exception as e:  # unparsable, or no imgId column: the folder is damaged
+        raise DataError(target_dir / IDS_FILE, f"cannot be read ({type(e).__name__}: {e}); rerun `python -m core.targets`") from None
+    try:
+        emb = np.load(target_dir / TARGETS_FILE, mmap_mode="r")
+    except Exception as e:
+        raise DataError(target_dir / TARGETS_FILE, f"cannot be read as a .npy array ({type(e).__name__}: {e}); "
+                                                   "rerun `python -m core.targets`") from None
     if emb.shape != (len(ids), EMBEDDING_DIM):
         raise DataError(target_dir / TARGETS_FILE, f"shape {emb.shape} does not match {len(ids)} ids in {IDS_FILE}")
     return ids, np.asarray(emb, dtype=np.float32)
@@ -183,11 +197,12 @@ def main(argv=None):
     ap.add_argument("--cache", default=DEFAULT_TEXT_CACHE,
                     help="text-keyed embedding cache shared by every set (default: %(default)s)")
     ap.add_argument("--no-cache", action="store_true", help="embed everything, read and write no text cache")
+    ap.add_argument("--encoding", default="utf-8", help="prompts.csv's text encoding (default: %(default)s)")
     args = ap.parse_args(argv)
     src = Path(args.prompts)
     if src.is_dir():
         src = src / "prompts.csv"
-    frame = read_prompts(src)
+    frame = read_prompts(src, encoding=args.encoding)
     emb, reused = compute_targets(frame["imgId"], frame["prompt"], args.out, embedder=args.embedder,
                                   batch_size=args.batch_size, cache_dir=None if args.no_cache else args.cache)
     print(f"{'reused' if reused else 'wrote'} {args.out}: {emb.shape[0]} x {emb.shape[1]} targets")

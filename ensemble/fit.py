@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.errors import DataError
+from core.errors import DataError, print_error
 from core.io import save_csv, save_npy, write_json
 from core.submission import write_submission
 from ensemble.apply import (LGBM_FILE, MANIFEST_FILE, OOF_BLEND_FILE, OOF_BLEND_IDS_FILE, RIDGE_FILE, SCORES_FILE,
@@ -201,7 +201,7 @@ def main(argv=None):
     try:
         inputs = load_inputs(args.runs, targets=args.targets, folds=args.folds, verify_hashes=not args.no_verify_hashes)
     except (DataError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(e)
         return 2
     t_load = time.perf_counter() - t0
     data = inputs.data
@@ -219,7 +219,7 @@ def main(argv=None):
             ridge_alphas=args.ridge_alphas, drop_one=True, predict_oof=True,
         )
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(e)
         return 2
     t_fit = time.perf_counter() - t0 - t_load
     test_blend = write_outputs(out, result, inputs)

@@ -12,6 +12,7 @@ open_clip's `load_checkpoint`), so each model's checkpoint filter runs (original
 position embeddings resized to `image.size`: train above the pretraining resolution), then our
 own check lists what does not fit.
 """
+import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +20,64 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from core.errors import InputError
+
 OPEN_CLIP_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "open_clip"
 
 
-class BackboneError(ValueError):
-    pass
+class BackboneError(InputError):
+    """A backbone that cannot be built as configured (unknown name or tag, weights that do not fit)."""
+
+
+def _closest(name, names):
+    close = difflib.get_close_matches(str(name), list(names), n=5, cutoff=0.6)
+    return f"; closest names: {close}" if close else ""
+
+
+def check_timm_name(name, pretrained):
+    """A clear error, with the closest valid names or tags, unless timm knows `name` (arch or arch.tag)."""
+    import timm
+    from timm.models import split_model_name_tag
+
+    arch, tag = split_model_name_tag(str(name))
+    if not timm.is_model(arch):
+        raise BackboneError(f"unknown timm model {name!r}{_closest(arch, timm.list_models())}")
+    tags = [n.split(".", 1)[1] for n in timm.list_pretrained(f"{arch}.*") if n.split(".", 1)[0] == arch]
+    if tag and tag not in tags:
+        raise BackboneError(f"timm model {arch!r} has no pretrained tag {tag!r}; its tags: {tags or 'none'}")
+    if isinstance(pretrained, str) and not _is_file_ref(pretrained) and not Path(pretrained).is_file():
+        hint = f" (write name: {arch}.{pretrained})" if pretrained in tags else f"; its tags: {tags or 'none'}"
+        raise BackboneError(f"timm backbone {name!r}: pretrained {pretrained!r} is neither true nor a checkpoint "
+                            f"file; timm takes the tag in the name{hint}")
+    if pretrained is True and not tags:
+        raise BackboneError(f"timm model {arch!r} has no pretrained weights; use pretrained: null (random init) "
+                            f"or a local checkpoint file")
+
+
+def check_open_clip_name(name, pretrained):
+    """A clear error, with the closest valid names or tags, unless open_clip knows `name` and its tag."""
+    import open_clip
+
+    register_open_clip_configs()
+    if name not in open_clip.list_models():
+        raise BackboneError(f"unknown open_clip model {name!r}{_closest(name, open_clip.list_models())} "
+                            f"(or add its JSON config to {OPEN_CLIP_CONFIG_DIR})")
+    if not pretrained or (isinstance(pretrained, (str, os.PathLike)) and (_is_file_ref(pretrained)
+                                                                          or Path(pretrained).is_file())):
+        return
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if not isinstance(pretrained, str) or pretrained not in tags:
+        raise BackboneError(f"open_clip model {name!r} has no pretrained tag {pretrained!r}; its tags: "
+                            f"{tags or 'none (use null for random init, or a local checkpoint file)'}")
+
+
+def check_backbone(section, load_weights=True):
+    """Check a backbone section's source, name and pretrained tag without building it (fast: no weights)."""
+    source = section.get("source")
+    if source not in BACKBONE_SOURCES:
+        raise BackboneError(f"unknown backbone source {source!r}; known: {sorted(BACKBONE_SOURCES)}")
+    check = check_timm_name if source == "timm" else check_open_clip_name
+    check(section.get("name"), section.get("pretrained") if load_weights else None)
 
 
 @dataclass
@@ -156,8 +210,7 @@ def create_timm_backbone(section, image_size, pretrained):
     kwargs = dict(section.get("kwargs") or {})
     if section.get("drop_path_rate"):
         kwargs["drop_path_rate"] = section["drop_path_rate"]
-    if not timm.list_models(name.split(".")[0]) and not timm.is_model(name):
-        raise BackboneError(f"unknown timm model {name!r}")
+    check_timm_name(name, pretrained)
     local = Path(pretrained) if pretrained and _is_file_ref(pretrained) else None
     if local is not None and not local.is_file():
         raise BackboneError(f"{local}: checkpoint file not found")
@@ -226,10 +279,8 @@ def prefix_regex(rx, prefix):
 def create_open_clip_backbone(section, image_size, pretrained):
     import open_clip
 
-    register_open_clip_configs()
     name = section["name"]
-    if name not in open_clip.list_models():
-        raise BackboneError(f"unknown open_clip model {name!r} (add its JSON config to {OPEN_CLIP_CONFIG_DIR})")
+    check_open_clip_name(name, pretrained)
     if pretrained and _is_file_ref(pretrained) and not Path(pretrained).is_file():
         raise BackboneError(f"{pretrained}: checkpoint file not found")
     kwargs = dict(section.get("kwargs") or {})

@@ -3,12 +3,16 @@
     ./run_all.sh [--config configs/pipeline/demo.yaml] [--work work] [--from STAGE] [--gpus N]
                  [--n-train N] [--n-test N] [--size PX] [--model-set KEY=VALUE ...]
 
-Stages: data -> targets -> folds -> baseline -> one `train:<model>` per model config ->
-ensemble -> score. Each stage is one of the project's own commands (printed before it runs);
-its fingerprint (the command line and the content of its input files) is stored under
+Stages: data -> scan -> targets -> folds -> baseline -> one `train:<model>` per model config ->
+ensemble -> submission -> report (the OOF analysis page) -> score. Each stage is one of the
+project's own commands (printed before it runs); its fingerprint (the command line and the content of its input files) is stored under
 WORK/.stages/ when it succeeds, and a later run skips it while the fingerprint and its outputs
 are unchanged. `--from STAGE` forces that stage and every later one to run again. The first
-failing stage stops the pipeline with its error.
+failing stage stops the pipeline with its error (exit 2 for bad input: one `error: <file>: <problem>` line).
+
+The scan stage lists every unreadable training image at once and stops the pipeline; with
+`--skip-bad-images` they are listed in WORK/data/checked/bad_images.csv and left out of every later
+stage instead (the same id set everywhere).
 """
 import argparse
 import hashlib
@@ -22,7 +26,17 @@ from pathlib import Path
 
 import yaml
 
+from core.errors import DataError, exit_on_data_error
+from core.faults import fault_point
+from core.io import write_text
+
 REPO = Path(__file__).resolve().parents[1]
+# What a pipeline config may hold (configs/pipeline/*.yaml)
+PIPELINE_KEYS = {"data": dict, "folds": dict, "models": list, "ensemble": dict}
+DATA_KEYS = ("demo", "train", "test", "test_prompts")
+DEMO_KEYS = ("n_train", "n_test", "size", "seed")
+FOLDS_KEYS = ("k", "threshold", "mode", "seed")
+ENSEMBLE_KEYS = ("method", "include_baseline")
 
 
 @dataclass
@@ -63,7 +77,7 @@ def code_digest(path):
     h = hashlib.sha256()
     files = [p] if p.is_file() else sorted(f for f in p.rglob("*.py") if "__pycache__" not in f.parts)
     if not files:
-        raise SystemExit(f"error: {p}: no source code to fingerprint (file or package missing)")
+        raise DataError(p, "no source code to fingerprint (file or package missing)")
     for f in files:
         h.update(str(f.relative_to(p) if f != p else f.name).encode())
         h.update(_file_digest(f))
@@ -78,13 +92,54 @@ def _file_digest(path):
     return h.digest()
 
 
+def read_yaml(path, what):
+    """A YAML mapping from `path`; unreadable or unparsable -> DataError naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(path, f"cannot read the {what} ({e})") from None
+    except yaml.YAMLError as e:
+        raise DataError(path, f"the {what} is not valid YAML: {' '.join(str(e).split())}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise DataError(path, f"the {what} must be a YAML mapping (key: value lines), got a {type(raw).__name__}")
+    return raw
+
+
+def _check_keys(path, section, value, allowed):
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise DataError(path, f"unknown key(s) {unknown} in {section}; valid keys: {list(allowed)}")
+
+
 def load_pipeline(path):
+    """Read and check a pipeline config: sections, their keys and types."""
     path = Path(path)
-    with open(path) as f:
-        cfg = yaml.safe_load(f) or {}
+    cfg = read_yaml(path, "pipeline config")
+    _check_keys(path, "the pipeline config", cfg, PIPELINE_KEYS)
     for key in ("data", "folds", "models"):
         if key not in cfg:
-            raise SystemExit(f"error: {path}: missing section {key!r}")
+            raise DataError(path, f"missing section {key!r}")
+    for key, kind in PIPELINE_KEYS.items():
+        if key in cfg and cfg[key] is not None and not isinstance(cfg[key], kind):
+            raise DataError(path, f"{key} must be a {'list' if kind is list else 'mapping'}, got {cfg[key]!r}")
+    d = cfg["data"] or {}
+    _check_keys(path, "data", d, DATA_KEYS)
+    if "demo" in d:
+        if not isinstance(d["demo"], dict):
+            raise DataError(path, f"data.demo must be a mapping of {list(DEMO_KEYS)}")
+        _check_keys(path, "data.demo", d["demo"], DEMO_KEYS)
+        missing = [k for k in ("n_train", "n_test", "size") if k not in d["demo"]]
+    else:
+        missing = [k for k in ("train", "test") if not d.get(k)]
+    if missing:
+        raise DataError(path, f"data needs {missing} (or a demo: section)")
+    _check_keys(path, "folds", cfg["folds"] or {}, FOLDS_KEYS)
+    _check_keys(path, "ensemble", cfg.get("ensemble") or {}, ENSEMBLE_KEYS)
+    if not cfg["models"] or not all(isinstance(m, str) for m in cfg["models"]):
+        raise DataError(path, "models must be a non-empty list of model config paths")
     return cfg
 
 
@@ -94,13 +149,11 @@ def resolve_config(path, what="model config"):
     for cand in (p, REPO / p):
         if cand.is_file():
             return cand.resolve()
-    raise SystemExit(f"error: {what} {path} not found (relative to {Path.cwd()} or {REPO})")
+    raise DataError(path, f"{what} not found (relative to {Path.cwd()} or {REPO})")
 
 
 def model_name(config_path):
-    with open(config_path) as f:
-        raw = yaml.safe_load(f) or {}
-    return raw.get("name") or Path(config_path).stem
+    return read_yaml(config_path, "model config").get("name") or Path(config_path).stem
 
 
 def build_stages(cfg, args):
@@ -122,6 +175,17 @@ def build_stages(cfg, args):
     else:
         train, test = Path(d["train"]).resolve(), Path(d["test"]).resolve()
         test_prompts = Path(d["test_prompts"]).resolve() if d.get("test_prompts") else None
+    # One scan of the training images before any long stage: every unreadable one is listed at once. With
+    # --skip-bad-images they are left out instead: every later stage reads the checked view (same id set).
+    scan_inputs = [train / "prompts.csv", train / "images"]
+    if getattr(args, "skip_bad_images", False):
+        checked = work / "data" / "checked"
+        stages.append(Stage("scan", py + ["-m", "core.dataset", str(train), "--write-checked", str(checked)],
+                            inputs=scan_inputs, outputs=[checked / "prompts.csv"]))
+        train = checked
+    else:  # its output is its input: skipped while the images (names, sizes, mtimes) are unchanged
+        stages.append(Stage("scan", py + ["-m", "core.dataset", str(train), "--require-prompts", "--scan"],
+                            inputs=scan_inputs, outputs=[train / "prompts.csv"]))
     targets = work / "targets" / "train"
     # prompt embeddings cached by text under this work folder (not the repository's)
     text_cache = ["--cache", str(work / "cache" / "text_embeddings")]
@@ -131,7 +195,7 @@ def build_stages(cfg, args):
         stages.append(Stage("test-targets", py + ["-m", "core.targets", "--prompts", str(test_prompts),
                                                   "--out", str(work / "targets" / "test")] + text_cache,
                             inputs=[test_prompts], outputs=[work / "targets" / "test" / "meta.json"]))
-    f = cfg["folds"]
+    f = cfg["folds"] or {}
     folds = work / "folds.csv"
     stages.append(Stage("folds", py + ["-m", "core.folds", "--prompts", str(train), "--targets", str(targets),
                                        "--k", str(f.get("k", 5)), "--threshold", str(f.get("threshold", 0.9)),
@@ -154,9 +218,8 @@ def build_stages(cfg, args):
         sets = [f"data.train={train}", f"data.test={test}", f"data.targets={targets}", f"data.folds={folds}",
                 f"data.cache_dir={work / 'cache'}", f"out={run_dir}"] + list(args.model_set)
         inputs = [Path(config), folds, targets / "targets.npy", train / "images", test / "images"]
-        with open(config) as fh:
-            raw = yaml.safe_load(fh) or {}
-        src = (raw.get("knn") or {}).get("features_from")
+        raw = read_yaml(config, "model config")
+        src = (raw.get("knn") or {}).get("features_from") if isinstance(raw.get("knn"), dict) else None
         if src:  # a kNN on a trained run's features: point it at that run inside this work tree
             src_run = work / "runs" / Path(src).name
             sets.append(f"knn.features_from={src_run}")
@@ -175,6 +238,23 @@ def build_stages(cfg, args):
                         inputs=[r / "manifest.json" for r in stacked], outputs=[ens / "submission.csv"]))
     stages.append(Stage("submission", ["cp", str(ens / "submission.csv"), str(work / "submission.csv")],
                         inputs=[ens / "submission.csv"], outputs=[work / "submission.csv"]))
+    # Offline inference (fold checkpoints + blend, from the test images alone) must reproduce the
+    # stacker's submission: every run proves that what ships to Kaggle predicts what was scored.
+    offline = work / "submission_offline.csv"
+    stages.append(Stage("offline-submit", py + ["-m", "models.submit", "--runs", *map(str, stacked), "--ensemble", str(ens),
+                                                "--images", str(test), "--out", str(offline)],
+                        inputs=[ens / "submission.csv", test / "images"], outputs=[offline]))
+    stages.append(Stage("offline-check", py + ["-m", "pipeline.check_offline", str(offline), str(ens / "submission.csv")],
+                        inputs=[offline, ens / "submission.csv"]))
+    stages.append(Stage("submission-check", py + ["-m", "core.submission", "check", str(offline), "--images", str(test)],
+                        inputs=[offline]))
+    report_runs = [work / "runs" / "mean_baseline"] + run_dirs
+    test_opt = ["--test-targets", str(work / "targets" / "test")] if test_prompts else []
+    stages.append(Stage("report", py + ["-m", "oof.report", "--runs", *map(str, report_runs), "--ensemble", str(ens),
+                                        *test_opt, "--out", str(work / "report"), "--quiet"],
+                        inputs=[r / "manifest.json" for r in report_runs] + [ens / "scores.json", work / "groups.csv"]
+                        + ([work / "targets" / "test" / "meta.json"] if test_prompts else []),
+                        outputs=[work / "report" / "report.html"], code=[REPO / "oof" / "report"]))
     if test_prompts:
         stages.append(Stage("score", py + ["-m", "pipeline.summary", "--work", str(work), "--runs",
                                            str(work / "runs" / "mean_baseline"), *map(str, run_dirs)],
@@ -183,11 +263,11 @@ def build_stages(cfg, args):
 
 
 def run_stages(stages, work, start_from=None):
-    stamps = Path(work) / ".stages"
-    stamps.mkdir(parents=True, exist_ok=True)
     names = [s.name for s in stages]
     if start_from and start_from not in names:
-        raise SystemExit(f"error: --from {start_from}: no such stage; stages are {names}")
+        raise DataError(f"--from {start_from}", f"no such stage; stages are {names}")
+    stamps = Path(work) / ".stages"
+    stamps.mkdir(parents=True, exist_ok=True)
     forced = False
     t_all = time.time()
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(REPO))
@@ -204,15 +284,21 @@ def run_stages(stages, work, start_from=None):
         t0 = time.time()
         res = subprocess.run(stage.cmd, cwd=REPO, env=env)
         if res.returncode != 0:
-            print(f"\nrun_all: stage {stage.name} failed (exit {res.returncode}); later stages not run. "
+            code = res.returncode if res.returncode > 0 else 128 - res.returncode  # killed by a signal: 128 + N
+            print(f"\nrun_all: stage {stage.name} failed (exit {code}); later stages not run. "
                   f"Fix the error above and re-run: finished stages are skipped.", file=sys.stderr)
-            return res.returncode
-        stamp.write_text(fingerprint(stage))
+            return code
+        fault_point("stage_end")  # crash tests: killed after a stage finished, before its stamp
+        write_text(stamp, fingerprint(stage))
         print(f"-- {stage.name} done in {time.time() - t0:.0f} s", flush=True)
     print(f"\nrun_all: all stages done in {time.time() - t_all:.0f} s", flush=True)
+    report = Path(work) / "report" / "report.html"
+    if report.is_file():
+        print(f"run_all: the OOF analysis report is {report.resolve()}", flush=True)
     return 0
 
 
+@exit_on_data_error
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="run_all.sh", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -226,6 +312,9 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=None, help="demo data: image size")
     ap.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a value in every model config, e.g. train.epochs=1 (repeatable)")
+    ap.add_argument("--skip-bad-images", action="store_true",
+                    help="scan the training images first; leave unreadable ones out of every stage (listed in "
+                         "WORK/data/checked/bad_images.csv) instead of failing on them")
     ap.add_argument("--list", action="store_true", help="print the stages and their commands, run nothing")
     args = ap.parse_args(argv)
     cfg = load_pipeline(resolve_config(args.config, "pipeline config"))

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from core.errors import DataError, exit_on_data_error
 from core.io import read_json
 from core.metric import mean_cosine
 from core.submission import read_submission
@@ -13,6 +14,16 @@ from core.targets import targets_for
 from oof.residuals import run_residual_correlation
 
 
+def _read(path, what):
+    if not Path(path).is_file():
+        raise DataError(path, f"missing: {what}")
+    try:
+        return read_json(path)
+    except ValueError as e:
+        raise DataError(path, f"not valid JSON ({e})") from None
+
+
+@exit_on_data_error
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="work")
@@ -21,13 +32,13 @@ def main(argv=None):
     work = Path(args.work)
     print("\nOOF cosine per model (out of fold, grouped folds):")
     for run in args.runs:
-        m = read_json(Path(run) / "metrics.json")
+        m = _read(Path(run) / "metrics.json", "the run is unfinished (train it first)")
         folds = ", ".join(f"{v:.4f}" for v in m["fold_cosine"].values())
         print(f"  {m['name']:<16} {m['oof_cosine']:.4f}   folds: {folds}")
     corr = run_residual_correlation(args.runs, work / "targets" / "train")
     print("pairwise correlation of OOF residuals (direction of each error; lower = more for the stacker):")
     print("  " + corr.round(3).to_string().replace("\n", "\n  "))
-    scores = read_json(work / "ensemble" / "scores.json")
+    scores = _read(work / "ensemble" / "scores.json", "run the ensemble stage first (python -m ensemble.fit)")
     print("stacked (nested CV: each fold scored by a stacker fitted on the other folds):")
     for method, s in scores["methods"].items():
         mark = "  <- chosen" if method == scores["chosen_method"] else ""
