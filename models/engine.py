@@ -5,12 +5,19 @@ import contextlib
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from core.metric import l2_normalize
-from models.augment import normalize, to_float
-from models.distributed import gather_rows, shard
+from models.augment import normalize
+from models.config import tta_views
+from models.data.sources import as_source, batch_tensor  # noqa: F401  (batch_tensor: bench/bench_trainer.py)
+from models.distributed import DistEnv, gather_rows
 from models.net import build_model
+
+CROP_TTA_BORDER = 0.05  # "crops": cut 5% off each side, resize back
+RESIZE_TTA = 0.875  # "resize": down to 0.875 of the size, back up (6th place's resize TTA)
+
 
 def derived_seed(*parts):
     """A 63-bit seed from integers: reproducible per (seed, fold, epoch, rank) without saved RNG state."""
@@ -26,14 +33,6 @@ def autocast_for(precision, device):
     return torch.autocast(device_type=device.type, dtype=dtype), precision
 
 
-def batch_tensor(images, rows, device):
-    """uint8 rows of the memory-mapped cache -> float (B, 3, S, S) in [0, 1] on device."""
-    order = np.argsort(rows)  # ascending reads from the memmap, then back to batch order
-    arr = np.empty((len(rows),) + images.shape[1:], dtype=np.uint8)
-    arr[order] = images[np.asarray(rows)[order]]
-    return to_float(torch.from_numpy(arr).to(device, non_blocking=True))
-
-
 def embedding_forward(model):
     """images -> embedding-space predictions (float32)."""
     return lambda x: model.to_embedding(model(x)).float()
@@ -45,42 +44,74 @@ def feature_forward(model):
     return lambda x: backbone(x).float()
 
 
+def second_normalisation(pre):
+    """The other of the two usual mean/std pairs: CLIP's for an ImageNet-normalised model, else ImageNet's."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    if np.allclose(pre["mean"], IMAGENET_DEFAULT_MEAN, atol=1e-3):
+        return OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+    return IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+
+def tta_inputs(x, views, pre):
+    """The model inputs (normalised) of each TTA view of a float batch in [0, 1]."""
+    size = x.shape[-1]
+    for view in views:
+        mean, std, y = pre["mean"], pre["std"], x
+        if view == "flip":
+            y = torch.flip(x, dims=[3])
+        elif view == "crops":
+            c = max(1, int(round(size * CROP_TTA_BORDER)))
+            y = F.interpolate(x[:, :, c:size - c, c:size - c], size=(size, size), mode="bilinear", align_corners=False)
+        elif view == "resize":
+            small = max(1, int(round(size * RESIZE_TTA)))
+            y = F.interpolate(x, size=(small, small), mode="bilinear", antialias=True, align_corners=False)
+            y = F.interpolate(y, size=(size, size), mode="bilinear", align_corners=False)
+        elif view == "norm2":
+            mean, std = second_normalisation(pre)
+        elif view != "none":
+            raise ValueError(f"unknown TTA view {view!r}")
+        yield normalize(y, mean, std)
+
+
 @torch.no_grad()
 def predict_rows(model, images, rows, pre, batch_size, device, precision="auto", tta="none", env=None, progress=False,
                  desc="predict", forward=None):
-    """Predictions (float32) for `rows` of `images`; with env, each process does a share and all get the whole.
+    """Predictions (float32) for `rows` of `images` (a source, or the memory-mapped cache); with env,
+    each process does a share and all get the whole.
 
     `forward` maps normalised images to outputs (default: the model's embeddings). With TTA, the
     views' L2-normalised outputs are averaged.
     """
-    model.eval()
-    forward = forward or embedding_forward(model)
-    rows = np.asarray(rows)
-    local = shard(np.arange(len(rows)), env) if env is not None else np.arange(len(rows))
+    return predict_many([(model, pre, forward)], images, rows, batch_size, device, precision, tta, env, progress,
+                        desc)[0]
+
+
+@torch.no_grad()
+def predict_many(models, images, rows, batch_size, device, precision="auto", tta="none", env=None, progress=False,
+                 desc="predict"):
+    """`predict_rows` for several (model, pre, forward) at once: each batch is decoded once for all of them."""
+    source, rows, views = as_source(images), np.asarray(rows), tta_views(tta)
+    models = [(m.eval(), pre, fwd or embedding_forward(m)) for m, pre, fwd in models]
+    local = source.local_positions(rows, env)
+    batches = source.arrange([local[s:s + batch_size] for s in range(0, len(local), batch_size)])
     ctx, _ = autocast_for(precision, device)
-    parts = []
-    for s in tqdm(range(0, len(local), batch_size), desc=desc, disable=not progress, unit="batch", leave=False):
-        idx = local[s:s + batch_size]
-        x = batch_tensor(images, rows[idx], device)
-        views = [x]
-        if tta == "flip":
-            views.append(torch.flip(x, dims=[3]))
-        elif tta == "crops":
-            size = x.shape[-1]
-            c = max(1, int(round(size * 0.05)))
-            crop = x[:, :, c:size - c, c:size - c]
-            views.append(torch.nn.functional.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False))
-        outs = []
-        for v in views:
-            with ctx:
-                outs.append(forward(normalize(v, pre["mean"], pre["std"])).float())
-        if len(outs) > 1:
-            outs = [o / o.norm(dim=1, keepdim=True).clamp_min(1e-12) for o in outs]
-        parts.append((sum(outs) / len(outs)).cpu().numpy())
-    out = np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
-    if env is None:
-        return out
-    return gather_rows(local, out, len(rows), env)
+    parts = [[] for _ in models]
+    bar = tqdm(total=len(batches), desc=desc, disable=not progress, unit="batch", leave=False)
+    for x in source.iterate([rows[p] for p in batches], device):
+        for part, (_, pre, forward) in zip(parts, models):
+            outs = []
+            for inp in tta_inputs(x, views, pre):
+                with ctx:
+                    outs.append(forward(inp).float())
+            if len(outs) > 1:
+                outs = [o / o.norm(dim=1, keepdim=True).clamp_min(1e-12) for o in outs]
+            part.append((sum(outs) / len(outs)).cpu().numpy())
+        bar.update()
+    bar.close()
+    positions = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
+    return [gather_rows(positions, np.concatenate(p) if p else np.zeros((0, 0), dtype=np.float32), len(rows),
+                        env or DistEnv()) for p in parts]
 
 
 def cosine(pred, target):

@@ -6,9 +6,10 @@ Decoding 512-px PNGs dominates at 100k+ images; after the first pass every epoch
     work/cache/<key>.npy    uint8 (N, S, S, 3), row i = paths[i]
     work/cache/<key>.json   what it holds (paths, size, interpolation)
 
-The key hashes each file's path, byte size and mtime, the size and the interpolation, so a
-changed image or setting builds a new cache. The array is filled in a temporary file and
-renamed into place: a killed build leaves no valid-looking cache.
+The key hashes each file's path, byte size and mtime, the size, the interpolation and the decode
+rules' version (core.images.DECODE_VERSION), so a changed image, setting or rule builds a new
+cache. The array is filled in a temporary file and renamed into place: a killed build leaves no
+valid-looking cache.
 """
 import argparse
 import os
@@ -17,25 +18,18 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from core.dataset import load_dataset, open_image
+from core.dataset import DECODE_VERSION, load_dataset, open_image
 from core.errors import DataError, exit_on_data_error
 from core.io import atomic_path, sha256_json, write_json
+from core.shards import INTERPOLATION, square_resize
 
-INTERPOLATION = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}
 
+def decode_resized(src, size, interpolation="bicubic"):
+    """RGB uint8 (size, size, 3): center square crop, then resize. `src`: a path or a binary file object.
 
-def decode_resized(path, size, interpolation="bicubic"):
-    """RGB uint8 (size, size, 3): center square crop, then resize."""
-    im = open_image(path)
-    w, h = im.size
-    if w != h:  # SD images are mostly square; crop the long side's centre
-        s = min(w, h)
-        im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-    if im.size != (size, size):
-        im = im.resize((size, size), INTERPOLATION[interpolation], reducing_gap=3.0)
-    return np.asarray(im, dtype=np.uint8)
+    Every source (cache, stream, shards) decodes through this one function, so they give the same pixels."""
+    return np.asarray(square_resize(open_image(src), size, interpolation), dtype=np.uint8)
 
 
 def cache_key(paths, size, interpolation):
@@ -46,7 +40,8 @@ def cache_key(paths, size, interpolation):
         except FileNotFoundError as e:
             raise DataError(p, "image file not found") from e
         stats.append([str(Path(p).resolve()), st.st_size, st.st_mtime_ns])
-    return sha256_json({"files": stats, "size": size, "interpolation": interpolation})[:24]
+    # the decode rules' version: a rule that changes some file's pixels rebuilds the cache
+    return sha256_json({"files": stats, "size": size, "interpolation": interpolation, "decode": DECODE_VERSION})[:24]
 
 
 def _decode_job(args):

@@ -1,8 +1,10 @@
 """Training one fold: setup, `train_one_epoch`, `evaluate`, and `train_fold` that strings them together.
 
-Checkpoints (models/checkpoint.py) are taken at optimizer-update boundaries: every epoch end, every
-`train.checkpoint_every`, and on SIGTERM / SIGINT. Resume continues at the saved step of the saved
-epoch and gives the same result as an uninterrupted run: batch order comes from
+Images come from a source (models/data: cache, stream or shards) that yields the batches of a
+deterministic per-epoch plan from any step on. Checkpoints (models/checkpoint.py) are taken at
+optimizer-update boundaries: every epoch end, every `train.checkpoint_every`, and on SIGTERM /
+SIGINT. Resume continues at the saved step of the saved epoch and gives the same result as an
+uninterrupted run: the epoch's rows (data.sample_per_prompt) and batch plan come from
 (seed, fold, epoch) and each step's augmentation / dropout seeds from (seed, fold, epoch, rank, step).
 """
 import contextlib
@@ -20,12 +22,13 @@ from core.faults import fault_point
 from models.augment import augment_batch, normalize
 from models.checkpoint import (LAST_CHECKPOINT, CheckpointSchedule, StopRequest, TrainingInterrupted,
                                load_train_state, save_train_state)
-from models.engine import (autocast_for, batch_tensor, cosine, derived_seed, make_optimizer, make_scheduler,
-                           predict_rows)
+from models.data.sources import as_source
+from models.engine import autocast_for, cosine, derived_seed, make_optimizer, make_scheduler, predict_rows
 from models.net import build_model, training_loss
 
 STD_FLOOR = 1e-4
 LOSS_SYNC_EVERY = 25  # steps between reading the loss off the device (a GPU sync) for the progress bar
+PROMPT_DRAW = 5  # seed stream of data.sample_per_prompt's per-epoch draw
 _log = logging.getLogger(__name__)
 
 
@@ -63,12 +66,20 @@ class FoldModel:
         return self.ema.module if self.ema is not None else self.model
 
 
-def split_inner_rows(train_rows, fraction, seed, fold):
-    """Hold out `fraction` of the training rows for early stopping (never the OOF fold)."""
+def split_inner_rows(train_rows, fraction, seed, fold, groups=None):
+    """Hold out `fraction` of the training rows for early stopping (never the OOF fold).
+
+    With `groups` (a key per row: the prompt), whole groups are held out, so no prompt is on both sides."""
     train_rows = np.asarray(train_rows)
     if fraction <= 0:
         return train_rows, np.array([], dtype=np.int64)
-    perm = np.random.default_rng(derived_seed(seed, fold, 999)).permutation(len(train_rows))
+    rng = np.random.default_rng(derived_seed(seed, fold, 999))
+    if groups is not None:
+        keys = np.unique(groups[train_rows])
+        held = keys[rng.permutation(len(keys))[:max(1, int(len(keys) * fraction))]]
+        inner = np.isin(groups[train_rows], held)
+        return train_rows[~inner], train_rows[inner]
+    perm = rng.permutation(len(train_rows))
     n_inner = max(1, int(len(train_rows) * fraction))
     return train_rows[np.sort(perm[n_inner:])], train_rows[np.sort(perm[:n_inner])]
 
@@ -131,11 +142,11 @@ def _stop_everywhere(stop, env):
     return flag
 
 
-def train_one_epoch(fm, st, cfg, fold, images, targets, order, steps_per_epoch, env, save, stop, schedule,
-                    progress=True):
-    """Train from `st.step` to the end of epoch `st.epoch`; `save()` writes last.pt (main process)."""
+def train_one_epoch(fm, st, cfg, fold, source, targets, batches, env, save, stop, schedule, progress=True):
+    """Train `batches` (this process's row arrays of epoch `st.epoch`, in step order) from `st.step` on;
+    `save()` writes last.pt (main process)."""
     tcfg, device = cfg["train"], env.device
-    bsz, accum, global_batch = tcfg["batch_size"], tcfg["grad_accum"], tcfg["batch_size"] * env.world_size
+    accum, steps_per_epoch = tcfg["grad_accum"], len(batches)
     seed, epoch = cfg["seed"], st.epoch
     fm.ddp_model.train()
     fm.model.freeze_backbone = epoch < tcfg["linear_probe_epochs"]  # linear-probe phase: only the head learns
@@ -144,12 +155,11 @@ def train_one_epoch(fm, st, cfg, fold, images, targets, order, steps_per_epoch, 
                total=steps_per_epoch)
     pending, t_start, seconds_before = [], time.time(), st.epoch_seconds
     fm.optimizer.zero_grad(set_to_none=True)
-    for step in bar:
+    for step, images in zip(bar, source.iterate(batches[st.step:], device)):
         torch.manual_seed(derived_seed(seed, fold, epoch, env.rank, step))  # dropout, drop-path
         gen = torch.Generator(device=device).manual_seed(derived_seed(seed, fold, epoch, env.rank, step, 1))
-        rows = order[step * global_batch:(step + 1) * global_batch][env.rank * bsz:(env.rank + 1) * bsz]
-        x = normalize(augment_batch(batch_tensor(images, rows, device), cfg["augment"], gen), fm.pre["mean"],
-                      fm.pre["std"])
+        rows = batches[step]
+        x = normalize(augment_batch(images, cfg["augment"], gen), fm.pre["mean"], fm.pre["std"])
         y = torch.from_numpy(targets[rows]).to(device)
         sync = (step + 1) % accum == 0 or step + 1 == steps_per_epoch
         no_sync = fm.ddp_model.no_sync() if env.enabled and not sync else contextlib.nullcontext()
@@ -201,21 +211,21 @@ def _optimizer_update(fm, st, tcfg):
         fm.ema.update(fm.model, step=st.num_updates)
 
 
-def evaluate(model, images, rows, targets, cfg, pre, device, precision, env):
+def evaluate(model, source, rows, targets, cfg, pre, device, precision, env):
     """Mean cosine of the model's predictions for `rows` (every process gets the same number)."""
-    pred = predict_rows(model, images, rows, pre, cfg["predict"]["batch_size"], device, precision, env=env)
+    pred = predict_rows(model, source, rows, pre, cfg["predict"]["batch_size"], device, precision, env=env)
     return cosine(pred, targets[rows])
 
 
-def end_of_epoch(fm, st, cfg, fold, images, targets, val_rows, inner_rows, env):
+def end_of_epoch(fm, st, cfg, fold, source, targets, val_rows, inner_rows, env):
     """Monitoring cosine, early-stopping record and the log row of the epoch just trained."""
     tcfg, epoch = cfg["train"], st.epoch
     val_cos = float("nan")
     if tcfg["eval_every"] and ((epoch + 1) % tcfg["eval_every"] == 0 or epoch + 1 == tcfg["epochs"]):
         # The OOF fold's cosine is logged for monitoring only: it never picks an epoch.
-        val_cos = evaluate(fm.eval_model, images, val_rows, targets, cfg, fm.pre, env.device, fm.precision, env)
+        val_cos = evaluate(fm.eval_model, source, val_rows, targets, cfg, fm.pre, env.device, fm.precision, env)
     if len(inner_rows):
-        inner = evaluate(fm.eval_model, images, inner_rows, targets, cfg, fm.pre, env.device, fm.precision, env)
+        inner = evaluate(fm.eval_model, source, inner_rows, targets, cfg, fm.pre, env.device, fm.precision, env)
         if inner > st.best["score"]:
             st.best = {"score": inner, "epoch": epoch, "bad_epochs": 0,
                        "state": {k: v.detach().cpu().clone() for k, v in fm.eval_model.state_dict().items()}}
@@ -230,17 +240,25 @@ def end_of_epoch(fm, st, cfg, fold, images, targets, val_rows, inner_rows, env):
     st.epoch, st.step, st.epoch_losses, st.epoch_seconds = epoch + 1, 0, [], 0.0
 
 
-def train_fold(cfg, fold, images, targets, train_rows, val_rows, fold_dir, env, resume=False, progress=True):
+def train_fold(cfg, fold, images, targets, train_rows, val_rows, fold_dir, env, resume=False, progress=True,
+               sampler=None):
     """Train one fold; return (final model, preprocessing, log rows, stats).
 
+    `images`: a source (models/data) or the memory-mapped cache. `sampler`: a PromptSampler over the
+    rows when data.sample_per_prompt is on (each epoch trains one image per prompt).
     Raises TrainingInterrupted after saving `last.pt` when SIGTERM / SIGINT arrives.
     """
     from models.distributed import barrier
 
-    tcfg = cfg["train"]
-    train_rows, inner_rows = split_inner_rows(train_rows, tcfg["inner_val_fraction"], cfg["seed"], fold)
+    tcfg, seed, source = cfg["train"], cfg["seed"], as_source(images)
+    train_rows, inner_rows = split_inner_rows(train_rows, tcfg["inner_val_fraction"], seed, fold,
+                                              sampler.prompt_key if sampler else None)
+
+    def epoch_rows(epoch):
+        return sampler.epoch_rows(train_rows, derived_seed(seed, fold, epoch, PROMPT_DRAW)) if sampler else train_rows
+
     global_batch = tcfg["batch_size"] * env.world_size
-    steps_per_epoch = max(1, len(train_rows) // global_batch)
+    steps_per_epoch = max(1, (sampler.groups(train_rows) if sampler else len(train_rows)) // global_batch)
     if tcfg["max_steps_per_epoch"]:
         steps_per_epoch = min(steps_per_epoch, tcfg["max_steps_per_epoch"])
     updates_per_epoch = max(1, -(-steps_per_epoch // tcfg["grad_accum"]))  # a last partial accumulation still steps
@@ -267,10 +285,10 @@ def train_fold(cfg, fold, images, targets, train_rows, val_rows, fold_dir, env, 
         while st.epoch < tcfg["epochs"]:
             if st.best["bad_epochs"] >= tcfg["early_stopping_patience"] and len(inner_rows):
                 break
-            order = np.random.default_rng(derived_seed(cfg["seed"], fold, st.epoch)).permutation(train_rows)
-            train_one_epoch(fm, st, cfg, fold, images, targets, order, steps_per_epoch, env, save, stop, schedule,
-                            progress)
-            end_of_epoch(fm, st, cfg, fold, images, targets, val_rows, inner_rows, env)
+            batches = source.epoch_batches(epoch_rows(st.epoch), tcfg["batch_size"], env,
+                                           derived_seed(seed, fold, st.epoch), steps_per_epoch)
+            train_one_epoch(fm, st, cfg, fold, source, targets, batches, env, save, stop, schedule, progress)
+            end_of_epoch(fm, st, cfg, fold, source, targets, val_rows, inner_rows, env)
             save()
             schedule.saved()
             barrier(env)

@@ -1,10 +1,15 @@
 """Offline inference of a finished run on a new image folder: every fold checkpoint, averaged.
 
-    python -m models.predict --run work/runs/convnext_demo --images DIR [--out DIR] [--batch-size 128] [--tta flip]
+    python -m models.predict --run work/runs/convnext_demo --images DIR [--out DIR] [--batch-size 128]
+                             [--tta flip | --tta none,flip,norm2,resize] [--workers 4] [--folds-at-once 5]
 
 Writes OUT/pred.npy (float32 (N, 384), the mean of the folds' L2-normalised predictions) and
 OUT/ids.csv. Needs no network and no training data: each fold checkpoint holds its config,
 weights and the target statistics (a kNN run also holds its neighbour bank).
+
+Images stream through decode workers (models/data), no cache on disk: the fold models that share
+an image size are run together on each decoded batch, so each image is decoded once per size
+(--folds-at-once caps how many fold models are on the device together).
 """
 import argparse
 import sys
@@ -18,6 +23,7 @@ from core.dataset import load_images
 from core.errors import DataError, exit_on_data_error
 from core.io import read_json, save_csv, save_npy
 from core.metric import l2_normalize
+from models.config import ConfigError, canonical_tta
 from models.mean_baseline import CONSTANT_MODEL
 from oof.runs import MEAN_FILE, METRICS_FILE
 
@@ -34,38 +40,83 @@ def fold_checkpoints(run_dir):
     return paths
 
 
-def predict_images(run_dir, image_paths, batch_size=None, tta=None, cache_dir=None, device=None, progress=True):
+def _predict_group(paths, image_paths, batch_size, tta, device, workers, progress):
+    """Predictions of fold checkpoints that share image settings, from one pass over the images."""
+    import torch
+
+    from models.data import StreamSource
+    from models.engine import build_model_for_inference, predict_many
+
+    models, cfg = [], None
+    for path in paths:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        cfg = ckpt["config"]
+        model, pre = build_model_for_inference(cfg, ckpt["state_dict"], device)
+        models.append((model, pre, None))
+    source = StreamSource(image_paths, [Path(p).stem for p in image_paths], cfg["image"]["size"],
+                          cfg["image"]["interpolation"], workers)
+    try:
+        names = ",".join(p.parent.name for p in paths)
+        return predict_many(models, source, np.arange(len(image_paths)), batch_size or cfg["predict"]["batch_size"],
+                            device, cfg["train"]["precision"], tta or cfg["predict"]["tta"], progress=progress,
+                            desc=names)
+    finally:
+        source.close()
+
+
+def predict_images(run_dir, image_paths, batch_size=None, tta=None, cache_dir=None, device=None, progress=True,
+                   workers=None, folds_at_once=None):
     """(N, 384) predictions of a run for `image_paths`: the mean of its folds' L2-normalised outputs."""
     import torch
 
-    from models.engine import build_model_for_inference, predict_rows
-    from models.image_cache import build_image_cache
+    from models.data import default_workers
 
     run_dir = Path(run_dir)
     if is_constant_run(run_dir):  # the mean-embedding baseline predicts the same vector for every image
         mean = np.load(run_dir / MEAN_FILE)
         return np.tile(l2_normalize(mean[None]), (len(image_paths), 1))
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    total, n_folds = None, 0
+    workers = default_workers() if workers is None else workers
+    image_paths = [str(p) for p in image_paths]
+    preds, groups = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        cache_dir = cache_dir or tmp
         for path in fold_checkpoints(run_dir):
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
             cfg = ckpt["config"]
             if cfg["model"] == "knn":
                 from models.knn import predict_knn_fold
 
-                pred = predict_knn_fold(ckpt, image_paths, cache_dir, device, batch_size, progress)
+                preds[path] = predict_knn_fold(ckpt, image_paths, cache_dir or tmp, device, batch_size, progress,
+                                               ckpt_path=path, workers=workers)
             else:
-                model, pre = build_model_for_inference(cfg, ckpt["state_dict"], device)
-                images = build_image_cache(image_paths, cfg["image"]["size"], cache_dir, cfg["image"]["interpolation"],
-                                           progress=progress)
-                pred = predict_rows(model, images, np.arange(len(images)), pre,
-                                    batch_size or cfg["predict"]["batch_size"], device, cfg["train"]["precision"],
-                                    tta or cfg["predict"]["tta"], progress=progress, desc=f"{path.parent.name}")
-            total = l2_normalize(pred) if total is None else total + l2_normalize(pred)
-            n_folds += 1
-    return total / n_folds
+                groups.setdefault((cfg["image"]["size"], cfg["image"]["interpolation"]), []).append(path)
+            del ckpt
+    for paths in groups.values():
+        step = folds_at_once or len(paths)
+        for i in range(0, len(paths), step):
+            chunk = paths[i:i + step]
+            preds.update(zip(chunk, _predict_group(chunk, image_paths, batch_size, tta, device, workers, progress)))
+    return sum(l2_normalize(preds[p]) for p in fold_checkpoints(run_dir)) / len(preds)
+
+
+def parse_tta(text):
+    """--tta: a preset (none, flip, crops) or comma-separated views (none,flip,norm2,resize)."""
+    try:
+        return canonical_tta(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_inference_args(ap):
+    """Options models.predict and models.submit share."""
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--tta", type=parse_tta, default=None, metavar="VIEWS",
+                    help="none | flip | crops, or views joined by commas from none,flip,crops,norm2,resize "
+                         "(default: each run's config)")
+    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    ap.add_argument("--workers", type=int, default=None, help="image decode processes (default: cores, <= 8)")
+    ap.add_argument("--folds-at-once", type=int, default=None,
+                    help="fold models on the device together (default: all of a run's folds that share a size)")
 
 
 @exit_on_data_error
@@ -74,14 +125,13 @@ def main(argv=None):
     ap.add_argument("--run", required=True, help="a finished run directory (work/runs/<name>)")
     ap.add_argument("--images", required=True, help="dataset folder with images/ (or a folder of images)")
     ap.add_argument("--out", default=None, help="output folder (default: RUN/predict/<images folder name>)")
-    ap.add_argument("--batch-size", type=int, default=None)
-    ap.add_argument("--tta", choices=["none", "flip", "crops"], default=None, help="default: the run's config")
-    ap.add_argument("--cache-dir", default=None, help="image cache folder (default: a temporary one)")
-    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add_inference_args(ap)
+    ap.add_argument("--cache-dir", default=None, help="kNN runs: image cache folder (default: a temporary one)")
     args = ap.parse_args(argv)
     images_dir = Path(args.images)
     frame = load_images(images_dir)
-    pred = predict_images(args.run, frame["path"].tolist(), args.batch_size, args.tta, args.cache_dir, args.device)
+    pred = predict_images(args.run, frame["path"].tolist(), args.batch_size, args.tta, args.cache_dir, args.device,
+                          workers=args.workers, folds_at_once=args.folds_at_once)
     out = Path(args.out or Path(args.run) / "predict" / images_dir.resolve().name)
     save_npy(out / "pred.npy", pred)
     save_csv(out / "ids.csv", pd.DataFrame({"imgId": frame["imgId"]}))

@@ -4,7 +4,8 @@
         --ensemble work/ensemble --images /kaggle/input/stable-diffusion-image-to-prompts/images \
         --out /kaggle/working/submission.csv
 
-Each run predicts the images with all its fold checkpoints (`models.predict`); the ensemble's
+Each run predicts the images with all its fold checkpoints (`models.predict`: streamed through
+decode workers, no image cache); the ensemble's
 numpy-only blend (`ensemble.apply`) combines them into unit-norm rows. No network, no training data.
 """
 import argparse
@@ -16,10 +17,11 @@ from core.dataset import load_images
 from core.errors import DataError, exit_on_data_error
 from core.submission import write_submission
 from ensemble.apply import apply_ensemble, read_manifest
-from models.predict import predict_images
+from models.predict import add_inference_args, predict_images
 
 
-def make_submission(run_dirs, ensemble_dir, images_dir, out, batch_size=None, tta=None, device=None, progress=True):
+def make_submission(run_dirs, ensemble_dir, images_dir, out, batch_size=None, tta=None, device=None, progress=True,
+                    workers=None, folds_at_once=None):
     frame = load_images(images_dir)
     manifest = read_manifest(ensemble_dir)
     runs = {Path(r).name: Path(r) for r in run_dirs}
@@ -31,7 +33,7 @@ def make_submission(run_dirs, ensemble_dir, images_dir, out, batch_size=None, tt
     for name in manifest["models"]:
         t0 = time.time()
         preds[name] = predict_images(runs[name], frame["path"].tolist(), batch_size, tta, device=device,
-                                     progress=progress)
+                                     progress=progress, workers=workers, folds_at_once=folds_at_once)
         print(f"{name}: {len(frame)} images in {time.time() - t0:.1f} s", flush=True)
     blended = apply_ensemble(ensemble_dir, preds)
     write_submission(out, frame["imgId"].tolist(), blended)
@@ -45,12 +47,10 @@ def main(argv=None):
     ap.add_argument("--ensemble", required=True, help="folder written by `python -m ensemble.fit`")
     ap.add_argument("--images", required=True, help="test images: a folder of images or a dataset folder with images/")
     ap.add_argument("--out", default="work/submission.csv")
-    ap.add_argument("--batch-size", type=int, default=None)
-    ap.add_argument("--tta", choices=["none", "flip", "crops"], default=None)
-    ap.add_argument("--device", default=None)
+    add_inference_args(ap)
     args = ap.parse_args(argv)
     ids, blended = make_submission(args.runs, args.ensemble, args.images, args.out, args.batch_size, args.tta,
-                                   args.device)
+                                   args.device, workers=args.workers, folds_at_once=args.folds_at_once)
     print(f"wrote {args.out}: {len(ids)} images x {blended.shape[1]}")
     return 0
 

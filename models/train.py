@@ -25,7 +25,8 @@ import numpy as np
 from core.dataset import load_dataset
 from core.errors import DataError
 from core.folds import load_folds
-from core.io import read_json, write_json
+from core.io import read_json, sha256_json, write_json
+from core.shards import is_shard_dir, load_shard_dataset, pixel_identity, read_manifest, verify_shards
 from core.targets import targets_for
 from models.config import ConfigError, config_hash, load_config
 from models.fold_outputs import assemble_run, fold_dir, fold_done, save_fold_outputs
@@ -45,7 +46,8 @@ class TrainingData:
 
     def __init__(self, cfg):
         d = cfg["data"]
-        self.train = load_dataset(d["train"], require_prompts=True)
+        self.shards = read_manifest(d["train"]) if is_shard_dir(d["train"]) else None
+        self.train = load_shard_dataset(d["train"]) if self.shards else load_dataset(d["train"], require_prompts=True)
         self.test = load_dataset(d["test"])
         self.ids = self.train["imgId"].tolist()
         self.test_ids = self.test["imgId"].tolist()
@@ -54,10 +56,32 @@ class TrainingData:
         self.k = int(self.folds.max()) + 1
         self.provenance = input_provenance(d["targets"], d["folds"], self.ids, self.test_ids, d["train"], d["test"])
 
-    def identity(self):
+    def identity(self, cfg, source):
         p = self.provenance
-        return {"targets": p["targets"]["key"], "folds": p["folds"]["sha256"],
-                "train_ids": p["train_images"]["ids_sha256"], "test_ids": p["test_images"]["ids_sha256"]}
+        ident = {"targets": p["targets"]["key"], "folds": p["folds"]["sha256"],
+                 "train_ids": p["train_images"]["ids_sha256"], "test_ids": p["test_images"]["ids_sha256"]}
+        if source == "shards":  # cache and stream give the same batches; shards their own order (and maybe pixels)
+            ident["shards"] = {"shuffle_buffer": cfg["data"]["shuffle_buffer"],
+                               "pixels": pixel_identity(self.shards, cfg["image"]["size"])}
+        return ident
+
+    def sources(self, cfg, env):
+        """The kinds of image source (cache / stream / shards) for the training and the test set, as rank 0 decides."""
+        from models.data import choose_source
+        from models.distributed import broadcast_object
+
+        d, size = cfg["data"], cfg["image"]["size"]
+        kinds = None
+        if env.is_main:
+            train = choose_source(d["source"], len(self.train), size, d["cache_dir"], d["train"], bool(self.shards))
+            test = choose_source("auto" if train == "shards" else d["source"], len(self.test), size, d["cache_dir"])
+            kinds = (train, test)
+        return broadcast_object(kinds, env)
+
+    def prompt_sampler(self, cfg):
+        from models.data.sampling import PromptSampler
+
+        return PromptSampler(self.train["prompt"], self.ids) if cfg["data"]["sample_per_prompt"] else None
 
 
 def prepare_run_dir(run_dir, cfg, chash, overwrite, env):
@@ -78,7 +102,13 @@ def prepare_run_dir(run_dir, cfg, chash, overwrite, env):
     return True
 
 
-def run_fold(cfg, chash, data, fold, images, test_images, run_dir, env, resume, progress):
+def shard_stamp_path(cfg):
+    """Where a shard set's verified (size, mtime) stamps live: the cache folder, so a set is hashed in full once."""
+    key = sha256_json(str(Path(cfg["data"]["train"]).resolve()))[:16]
+    return Path(cfg["data"]["cache_dir"]) / f"shards-{key}.json"
+
+
+def run_fold(cfg, chash, data, fold, images, test_images, run_dir, env, resume, progress, sampler=None):
     from models.engine import predict_rows
     from models.loop import train_fold
 
@@ -92,7 +122,7 @@ def run_fold(cfg, chash, data, fold, images, test_images, run_dir, env, resume, 
     val_rows = np.flatnonzero(data.folds == fold)
     t0 = time.time()
     model, pre, log_rows, stats = train_fold(cfg, fold, images, data.targets, train_rows, val_rows, d, env,
-                                             resume=resume, progress=progress)
+                                             resume=resume, progress=progress, sampler=sampler)
     bs, device, prec = cfg["predict"]["batch_size"], env.device, stats["precision"]
     tta = cfg["predict"]["tta"]
     oof = predict_rows(model, images, val_rows, pre, bs, device, prec, tta, env, progress and env.is_main, "OOF")
@@ -130,7 +160,11 @@ def train_run(cfg, folds=None, resume=False, overwrite=False, progress=True):
         torch.set_num_threads(cfg["train"]["num_threads"] or max(1, (os.cpu_count() or 1) // env.world_size))
         t0 = time.time()
         data = TrainingData(cfg)
-        identity = data.identity()
+        if cfg["model"] == "knn" and data.shards:
+            raise RunError(f"{cfg['data']['train']}: kNN runs read image files, not shards; point data.train "
+                           f"at the images")
+        kinds = data.sources(cfg, env) if cfg["model"] != "knn" else None
+        identity = data.identity(cfg, kinds[0] if kinds else None)
         if cfg["model"] == "knn" and cfg["knn"]["features_from"]:
             # the kNN run is only as current as the run whose features it uses
             src = Path(cfg["knn"]["features_from"]) / "metrics.json"
@@ -149,26 +183,27 @@ def train_run(cfg, folds=None, resume=False, overwrite=False, progress=True):
 
             run_knn_folds(cfg, chash, data, run_dir, parse_folds(folds, data.k), env, progress)
         else:
-            from models.image_cache import build_image_cache
+            from models.data import open_source
 
-            size, interp = cfg["image"]["size"], cfg["image"]["interpolation"]
-            cache = cfg["data"]["cache_dir"]
-            caches = None
-            if env.is_main:  # one process decodes; the others open the finished cache after the barrier
-                caches = [build_image_cache(d["path"], size, cache, interp, progress=progress)
-                          for d in (data.train, data.test)]
+            if env.is_main:
+                _log.info("%s: images from %s (train), %s (test)", cfg["name"], *kinds)
+                if data.shards:
+                    verify_shards(cfg["data"]["train"], shard_stamp_path(cfg), progress)
             barrier(env)
-            if caches is None:
-                caches = [build_image_cache(d["path"], size, cache, interp, progress=False)
-                          for d in (data.train, data.test)]
-            images, test_images = caches
-            for k in parse_folds(folds, data.k):
-                if fold_done(run_dir, k, chash):
-                    if env.is_main:
-                        _log.info("fold %d: finished earlier; skipped", k)
-                    continue
-                run_fold(cfg, chash, data, k, images, test_images, run_dir, env, resume, progress)
-                barrier(env)
+            images = open_source(kinds[0], data.train, cfg, env, progress)
+            test_images = open_source(kinds[1], data.test, cfg, env, progress)
+            sampler = data.prompt_sampler(cfg)
+            try:
+                for k in parse_folds(folds, data.k):
+                    if fold_done(run_dir, k, chash):
+                        if env.is_main:
+                            _log.info("fold %d: finished earlier; skipped", k)
+                        continue
+                    run_fold(cfg, chash, data, k, images, test_images, run_dir, env, resume, progress, sampler)
+                    barrier(env)
+            finally:
+                images.close()
+                test_images.close()
         if all(fold_done(run_dir, k, chash) for k in range(data.k)):
             metrics = None
             if env.is_main:

@@ -119,3 +119,17 @@ def test_clip_grad_trains(project, tmp_path):
                       tiny_overrides(project, tmp_path / "clip", extra=["train.clip_grad=0.5"]))
     metrics = train_run(cfg, progress=False)
     assert np.isfinite(metrics["oof_cosine"])
+
+
+def test_stream_source_killed_mid_epoch_resumes_exactly(project, reference, tmp_path):
+    # decode workers instead of the cache: the same pixels, so the same run as the cache's reference,
+    # and a kill mid-epoch resumes at the saved step with the workers restarted
+    out = tmp_path / "run"
+    stream = ("train.checkpoint_every=1", "data.source=stream", "data.workers=2")
+    cut = run(train_cmd(project, out, *stream), fault="train_step:6")
+    assert cut.returncode == -signal.SIGKILL
+    assert (last_state(out)["epoch"], last_state(out)["step"]) == (1, 1)
+    resumed = run(train_cmd(project, out, *stream, resume=True))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "images from stream (train), stream (test)" in resumed.stdout
+    assert_same_run(reference, load_run(out))
