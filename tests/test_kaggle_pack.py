@@ -15,27 +15,36 @@ import pytest
 import torch
 
 from core.errors import DataError
+from core.io import sha256_file
 from core.submission import read_submission
 from models.config import load_config
+from models.knn_features import BACKBONES_ENV, PACKED_BACKBONES_DIR
 from models.train import train_run
+from pipeline import kaggle_checkpoints as kc
+from pipeline import kaggle_notebook as nbk
 from pipeline import kaggle_pack as kp
+from pipeline import kaggle_wheels as kw
 from tests.conftest import KAGGLE_SAMPLE
 from tests.model_fixtures import REPO, make_tiny_project, tiny_overrides
 
 DUMMY_SPEC = "sdi2p-dummy==0.0.1"
+FAISS_SPEC = f"faiss-cpu=={kw.read_pins()['faiss-cpu']}"
 
 
-def make_dummy_wheel(folder):
-    """A pure-Python wheel built by hand: lets the notebook's offline pip install run without the network."""
-    files = {"sdi2p_dummy/__init__.py": b"VALUE = 1\n",
-             "sdi2p_dummy-0.0.1.dist-info/METADATA": b"Metadata-Version: 2.1\nName: sdi2p-dummy\nVersion: 0.0.1\n",
-             "sdi2p_dummy-0.0.1.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                                                  b"Tag: py3-none-any\n"}
-    record = "".join(f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
-                     f"{len(data)}\n" for name, data in files.items())
-    files["sdi2p_dummy-0.0.1.dist-info/RECORD"] = (record + "sdi2p_dummy-0.0.1.dist-info/RECORD,,\n").encode()
+def make_dummy_wheel(folder, name="sdi2p_dummy", version="0.0.1", module=True):
+    """A pure-Python wheel built by hand: lets the notebook's offline pip install run without the network.
+
+    module=False: metadata only (a stand-in for a real package's wheel: installs, shadows nothing)."""
+    info = f"{name}-{version}.dist-info"
+    files = {f"{name}/__init__.py": b"VALUE = 1\n"} if module else {}
+    files.update({f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: {version}\n"
+                  .encode(),
+                  f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"})
+    record = "".join(f"{f},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
+                     f"{len(data)}\n" for f, data in files.items())
+    files[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "sdi2p_dummy-0.0.1-py3-none-any.whl"
+    path = folder / f"{name}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(path, "w") as z:
         for name, data in files.items():
             z.writestr(name, data)
@@ -81,6 +90,7 @@ def packed(tmp_path_factory, kaggle_sample):
     t_built = time.time()
 
     make_dummy_wheel(root / "wheelhouse")
+    make_dummy_wheel(root / "wheelhouse", "faiss_cpu", FAISS_SPEC.split("==")[1], module=False)  # kNN runs: faiss
     pack = root / "pack"
     assert kp.main(["--ensemble", str(ens), "--out", str(pack), "--wheels", DUMMY_SPEC,
                     "--wheel-dir", str(root / "wheelhouse")]) == 0  # runs: from the ensemble, no --runs
@@ -94,7 +104,7 @@ def packed(tmp_path_factory, kaggle_sample):
 
     # The notebook's code cells, run from a folder outside the repo with no PYTHONPATH: code from the pack only.
     script = root / "notebook_cells.py"
-    script.write_text(kp.notebook_code(pack / "notebook.ipynb"))
+    script.write_text(nbk.notebook_code(pack / "notebook.ipynb"))
     cwd = root / "kaggle_working"
     cwd.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -122,11 +132,12 @@ def test_notebook_from_the_pack_matches_the_fp32_runs(packed):
     assert "--no-index" in packed.nb.stdout and (packed.root / "pip_target" / "sdi2p_dummy" / "__init__.py").is_file()
 
 
-def test_each_packed_run_predicts_like_its_source(packed):
+def test_each_packed_run_predicts_like_its_source(packed, monkeypatch):
     from models.predict import predict_images
 
+    monkeypatch.setenv(BACKBONES_ENV, str(packed.pack / PACKED_BACKBONES_DIR))  # as the notebook does
     paths = sorted(str(p) for p in packed.images.iterdir())
-    for name in ["convnext_demo", "vit_demo", "knn_demo"]:
+    for name in ["convnext_demo", "vit_demo", "knn_demo", "knn_frozen"]:
         a = predict_images(packed.runs / name, paths, progress=False)
         b = predict_images(packed.pack / "runs" / name, paths, progress=False)
         cos = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
@@ -137,14 +148,15 @@ def test_pack_layout_and_manifest(packed):
     pack, m = packed.pack, packed.manifest
     assert m["kind"] == kp.PACK_KIND and m["ensemble"]["models"] == packed.names
     code = set(m["code"]["files"])
-    assert {"models/submit.py", "models/knn.py", "ensemble/apply.py", "ensemble/ridge_stacker.py", "oof/runs.py",
+    assert {"models/submit.py", "models/knn.py", "models/knn_index.py", "models/knn_features.py", "ensemble/apply.py",
+            "ensemble/ridge_stacker.py", "oof/runs.py",
             "core/io.py", "configs/open_clip/demo-ViT-4L-192-p8.json"} <= code
     assert not any(f.startswith(("tests/", "pipeline/", "work/", "datagen/", "bench/")) for f in code)
     assert sorted(str(p.relative_to(pack / "code")) for p in (pack / "code").rglob("*") if p.is_file()) == sorted(code)
     assert sorted(p.name for p in (pack / "ensemble").iterdir()) == ["ensemble.json", "ridge.npz", "weights.npz"]
     assert m["ensemble"]["method"] == "ridge"
     assert sorted(p.name for p in (pack / "runs" / "mean_baseline").iterdir()) == ["mean_embedding.npy", "metrics.json"]
-    assert [w["spec"] for w in m["wheels"]] == [DUMMY_SPEC]
+    assert [w["spec"] for w in m["wheels"]] == [DUMMY_SPEC, FAISS_SPEC]  # faiss: the kNN runs search with it
     assert (pack / "wheels" / m["wheels"][0]["file"]).is_file()
     for name in packed.names:
         src = json.loads((packed.runs / name / "metrics.json").read_text())
@@ -152,15 +164,17 @@ def test_pack_layout_and_manifest(packed):
         assert entry["config_hash"] == src.get("config_hash") and entry["oof_cosine"] == src["oof_cosine"]
         assert isinstance(src["argv"], list) and isinstance(src["command"], str)  # provenance: the command line
         for rel, c in entry["checkpoints"].items():
-            assert c["sha256"] == kp.sha256_file(pack / "runs" / name / rel)
+            assert c["sha256"] == sha256_file(pack / "runs" / name / rel)
     assert json.loads((packed.runs / "mean_baseline" / "metrics.json").read_text())["argv"][:3] == [
         "python", "-m", "models.mean_baseline"]
     assert len(m["runs"]["convnext_demo"]["checkpoints"]) == 2 and not m["runs"]["mean_baseline"]["checkpoints"]
     assert m["sizes"]["total"] == pytest.approx(sum(p.stat().st_size for p in pack.rglob("*") if p.is_file()), rel=0.01)
     assert not [p for p in pack.parent.iterdir() if ".partial-" in p.name]
     # the committed notebook is the one the pack writes
-    assert (pack / "notebook.ipynb").read_text() == kp.notebook_text() == kp.NOTEBOOK_TEMPLATE.read_text()
-    nb = json.loads(kp.notebook_text())
+    assert (pack / "notebook.ipynb").read_text() == nbk.notebook_text() == nbk.NOTEBOOK_TEMPLATE.read_text()
+    backbones_line = f'os.environ["{BACKBONES_ENV}"] = os.path.join(PACK, "{PACKED_BACKBONES_DIR}")'
+    assert backbones_line in nbk.notebook_code(nbk.NOTEBOOK_TEMPLATE)
+    nb = json.loads(nbk.notebook_text())
     assert nb["nbformat"] == 4 and [c["cell_type"] for c in nb["cells"]].count("code") == 5
 
 
@@ -182,13 +196,10 @@ def test_fp16_pack_is_smaller_and_loads_as_fp32(packed):
     ckpt = torch.load(packed.pack / "runs" / "vit_demo" / "folds" / "fold0" / "model.pt", weights_only=False)
     sd = ckpt["state_dict"]
     assert sd["target_mean"].dtype == sd["target_std"].dtype == torch.float32
-    assert {v.dtype for k, v in sd.items() if k not in kp.KEEP_FP32 and v.is_floating_point()} == {torch.float16}
+    assert {v.dtype for k, v in sd.items() if k not in kc.KEEP_FP32 and v.is_floating_point()} == {torch.float16}
     knn = torch.load(packed.pack / "runs" / "knn_demo" / "folds" / "fold1" / "model.pt", weights_only=False)
     assert knn["bank_targets"].dtype == np.float16 and knn["bank_features"].dtype == np.float16
     assert knn["feature_model"]["state_dict"]["head.1.weight"].dtype == torch.float16
-    frozen = torch.load(packed.pack / "runs" / "knn_frozen" / "folds" / "fold0" / "model.pt", weights_only=False)
-    assert frozen["feature_model"]["state_dict"] is not None  # the weights travel; no file or download needed
-    assert all(c["frozen_backbone_embedded"] for c in packed.manifest["runs"]["knn_frozen"]["checkpoints"].values())
     from models.engine import build_model_for_inference
 
     model, _ = build_model_for_inference(ckpt["config"], sd, "cpu")
@@ -239,7 +250,7 @@ def test_lgbm_ensemble_packs_its_stacker_and_lightgbm(packed, tmp_path):
     (ens / "ensemble.json").write_text(json.dumps(manifest))
     wheelhouse = tmp_path / "wheelhouse"
     make_dummy_wheel(wheelhouse)
-    lgbm = f"lightgbm-{kp.read_pins()['lightgbm']}-py3-none-manylinux_2_28_x86_64.whl"
+    lgbm = f"lightgbm-{kw.read_pins()['lightgbm']}-py3-none-manylinux_2_28_x86_64.whl"
     (wheelhouse / lgbm).write_bytes(b"stand-in")  # found by name: no download
     m = kp.make_pack(ens, tmp_path / "pack", wheels=[DUMMY_SPEC], wheel_dir=wheelhouse)
     assert sorted(p.name for p in (tmp_path / "pack" / "ensemble").iterdir()) == [
@@ -248,9 +259,34 @@ def test_lgbm_ensemble_packs_its_stacker_and_lightgbm(packed, tmp_path):
 
 
 def test_wheel_specs_follow_requirements_pins():
-    pins = kp.read_pins()
-    assert kp.wheel_specs(["timm", "open_clip_torch", "ftfy==6.3.1"]) == [
+    pins = kw.read_pins()
+    assert kw.wheel_specs(["timm", "open_clip_torch", "ftfy==6.3.1"]) == [
         f"timm=={pins['timm']}", f"open_clip_torch=={pins['open-clip-torch']}", "ftfy==6.3.1"]
     with pytest.raises(DataError, match="neither pinned"):
-        kp.wheel_specs(["no-such-package-sdi2p"])
-    assert kp._parse_wheel("open_clip_torch-3.3.0-py3-none-any.whl") == ("open-clip-torch", "3.3.0")
+        kw.wheel_specs(["no-such-package-sdi2p"])
+    assert kw._parse_wheel("open_clip_torch-3.3.0-py3-none-any.whl") == ("open-clip-torch", "3.3.0")
+
+
+def test_pack_holds_each_frozen_backbone_once(packed):
+    """The frozen kNN backbone's weights: one file in backbones/, named by both fold checkpoints, not inside them."""
+    m, pack = packed.manifest, packed.pack
+    files = sorted(p.name for p in (pack / PACKED_BACKBONES_DIR).iterdir())
+    assert len(files) == 1 and list(m["backbones"]) == files
+    entry = m["backbones"][files[0]]
+    assert entry["backbone"] == "timm:convnext_atto" and entry["fp16"]
+    assert entry["sha256"] == sha256_file(pack / PACKED_BACKBONES_DIR / files[0])
+    folds = m["runs"]["knn_frozen"]["checkpoints"]
+    assert len(folds) == 2 and {c["frozen_backbone"] for c in folds.values()} == {files[0]}
+    assert sorted(entry["used_by"]) == sorted(f"knn_frozen/{rel}" for rel in folds)
+    state = torch.load(pack / PACKED_BACKBONES_DIR / files[0], weights_only=True)
+    backbone_bytes = sum(v.nelement() * v.element_size() for v in state.values())
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
+    for rel, c in folds.items():
+        ckpt = torch.load(pack / "runs" / "knn_frozen" / rel, weights_only=False)
+        spec = ckpt["feature_model"]
+        assert spec["state_dict"] is None and spec["weights_file"] == files[0] and spec["identity"] == entry["identity"]
+        assert c["bytes"] < backbone_bytes  # the bank and targets only: no weights inside
+        assert ckpt["bank_features"].dtype == np.float16 and ckpt["knn_index"]["kind"] == "flat"
+    # trained kNN features (knn_demo) stay per fold: each fold's model is its own
+    assert not any(c["frozen_backbone"] for c in m["runs"]["knn_demo"]["checkpoints"].values())
+    assert m["sizes"]["backbones"] == (pack / PACKED_BACKBONES_DIR / files[0]).stat().st_size
