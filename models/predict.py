@@ -10,6 +10,10 @@ weights and the target statistics (a kNN run also holds its neighbour bank).
 Images stream through decode workers (models/data), no cache on disk: the fold models that share
 an image size are run together on each decoded batch, so each image is decoded once per size
 (--folds-at-once caps how many fold models are on the device together).
+
+The images are scanned first (core.dataset.scan_images): unreadable ones are one error listing all
+of them, or with --skip-bad-images they get the run's mean embedding (every row is still written)
+and are listed in OUT/bad_images.csv.
 """
 import argparse
 import sys
@@ -19,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.dataset import load_images
+from core.dataset import BAD_IMAGES_FILE, load_images, scan_images, write_bad_images
 from core.errors import DataError, exit_on_data_error
 from core.io import read_json, save_csv, save_npy
 from core.metric import l2_normalize
@@ -99,6 +103,49 @@ def predict_images(run_dir, image_paths, batch_size=None, tta=None, cache_dir=No
     return sum(l2_normalize(preds[p]) for p in fold_checkpoints(run_dir)) / len(preds)
 
 
+def scan_test_images(frame, skip_bad_images, progress=True):
+    """Scan the images once: (bool mask of the readable rows, [(path, reason)] of the others).
+
+    Without skip_bad_images an unreadable image is one DataError listing every unreadable file."""
+    bad = scan_images(frame["path"], progress=progress)
+    if bad and not skip_bad_images:
+        hint = ("; pass --skip-bad-images to predict the rest (the unreadable ones get the mean embedding "
+                "and are listed in bad_images.csv)")
+        if len(bad) == 1:
+            raise DataError(bad[0][0], bad[0][1] + hint)
+        listed = "; ".join(f"{Path(p).name}: {r}" for p, r in bad)
+        raise DataError(Path(bad[0][0]).parent, f"{len(bad)} unreadable images: {listed}{hint}")
+    unreadable = {p for p, _ in bad}
+    return np.array([str(p) not in unreadable for p in frame["path"]], dtype=bool), bad
+
+
+def write_skipped(out_dir, bad):
+    """The sidecar listing the images --skip-bad-images left out (written even when empty: no stale list)."""
+    path = write_bad_images(Path(out_dir) / BAD_IMAGES_FILE, bad)
+    if bad:
+        print(f"{len(bad)} unreadable image(s) given the mean embedding, listed in {path}", flush=True)
+    return path
+
+
+def run_mean_embedding(run_dir):
+    """The run's fallback prediction: its L2-normalised mean training embedding."""
+    path = Path(run_dir) / MEAN_FILE
+    if not path.is_file():
+        raise DataError(path, "missing: the run has no mean embedding to give unreadable images")
+    return l2_normalize(np.load(path).reshape(1, -1))[0]
+
+
+def predict_readable(run_dir, image_paths, readable, **kw):
+    """predict_images for the readable images; the other rows get the run's mean embedding."""
+    readable = np.asarray(readable, dtype=bool)
+    if readable.all():
+        return predict_images(run_dir, image_paths, **kw)
+    out = np.tile(run_mean_embedding(run_dir), (len(image_paths), 1))
+    if readable.any():
+        out[readable] = predict_images(run_dir, [p for p, ok in zip(image_paths, readable) if ok], **kw)
+    return out
+
+
 def parse_tta(text):
     """--tta: a preset (none, flip, crops) or comma-separated views (none,flip,norm2,resize)."""
     try:
@@ -117,6 +164,9 @@ def add_inference_args(ap):
     ap.add_argument("--workers", type=int, default=None, help="image decode processes (default: cores, <= 8)")
     ap.add_argument("--folds-at-once", type=int, default=None,
                     help="fold models on the device together (default: all of a run's folds that share a size)")
+    ap.add_argument("--skip-bad-images", action="store_true",
+                    help=f"give unreadable images the mean embedding (listed in {BAD_IMAGES_FILE} beside the "
+                         "output) instead of failing")
 
 
 @exit_on_data_error
@@ -130,9 +180,13 @@ def main(argv=None):
     args = ap.parse_args(argv)
     images_dir = Path(args.images)
     frame = load_images(images_dir)
-    pred = predict_images(args.run, frame["path"].tolist(), args.batch_size, args.tta, args.cache_dir, args.device,
-                          workers=args.workers, folds_at_once=args.folds_at_once)
+    readable, bad = scan_test_images(frame, args.skip_bad_images)
+    pred = predict_readable(args.run, frame["path"].tolist(), readable, batch_size=args.batch_size, tta=args.tta,
+                            cache_dir=args.cache_dir, device=args.device, workers=args.workers,
+                            folds_at_once=args.folds_at_once)
     out = Path(args.out or Path(args.run) / "predict" / images_dir.resolve().name)
+    if args.skip_bad_images:
+        write_skipped(out, bad)
     save_npy(out / "pred.npy", pred)
     save_csv(out / "ids.csv", pd.DataFrame({"imgId": frame["imgId"]}))
     print(f"wrote {out}/pred.npy: {pred.shape[0]} x {pred.shape[1]}")

@@ -7,6 +7,11 @@
 Each run predicts the images with all its fold checkpoints (`models.predict`: streamed through
 decode workers, no image cache); the ensemble's
 numpy-only blend (`ensemble.apply`) combines them into unit-norm rows. No network, no training data.
+
+The test images are scanned first: an unreadable one is an error listing all of them, or, with
+--skip-bad-images (the Kaggle notebook's default), each run gives it its mean embedding, which the
+ensemble blends like any prediction, so the submission still has every row; the skipped files are
+listed in bad_images.csv beside the submission.
 """
 import argparse
 import sys
@@ -17,11 +22,11 @@ from core.dataset import load_images
 from core.errors import DataError, exit_on_data_error
 from core.submission import write_submission
 from ensemble.apply import apply_ensemble, read_manifest
-from models.predict import add_inference_args, predict_images
+from models.predict import add_inference_args, predict_readable, scan_test_images, write_skipped
 
 
 def make_submission(run_dirs, ensemble_dir, images_dir, out, batch_size=None, tta=None, device=None, progress=True,
-                    workers=None, folds_at_once=None):
+                    workers=None, folds_at_once=None, skip_bad_images=False):
     frame = load_images(images_dir)
     manifest = read_manifest(ensemble_dir)
     runs = {Path(r).name: Path(r) for r in run_dirs}
@@ -29,14 +34,18 @@ def make_submission(run_dirs, ensemble_dir, images_dir, out, batch_size=None, tt
     if missing:
         raise DataError(Path(ensemble_dir) / "ensemble.json",
                         f"the ensemble blends {manifest['models']}; no run directory given for {missing}")
+    readable, bad = scan_test_images(frame, skip_bad_images, progress)
     preds = {}
     for name in manifest["models"]:
         t0 = time.time()
-        preds[name] = predict_images(runs[name], frame["path"].tolist(), batch_size, tta, device=device,
-                                     progress=progress, workers=workers, folds_at_once=folds_at_once)
+        preds[name] = predict_readable(runs[name], frame["path"].tolist(), readable, batch_size=batch_size, tta=tta,
+                                       device=device, progress=progress, workers=workers,
+                                       folds_at_once=folds_at_once)
         print(f"{name}: {len(frame)} images in {time.time() - t0:.1f} s", flush=True)
     blended = apply_ensemble(ensemble_dir, preds)
     write_submission(out, frame["imgId"].tolist(), blended)
+    if skip_bad_images:
+        write_skipped(Path(out).parent, bad)
     return frame["imgId"].tolist(), blended
 
 
@@ -50,7 +59,8 @@ def main(argv=None):
     add_inference_args(ap)
     args = ap.parse_args(argv)
     ids, blended = make_submission(args.runs, args.ensemble, args.images, args.out, args.batch_size, args.tta,
-                                   args.device, workers=args.workers, folds_at_once=args.folds_at_once)
+                                   args.device, workers=args.workers, folds_at_once=args.folds_at_once,
+                                   skip_bad_images=args.skip_bad_images)
     print(f"wrote {args.out}: {len(ids)} images x {blended.shape[1]}")
     return 0
 

@@ -23,14 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from core.dataset import load_dataset
-from core.errors import DataError
+from core.errors import DataError, InputError, close_progress_bars, print_error
 from core.folds import load_folds
 from core.io import read_json, sha256_json, write_json
 from core.shards import is_shard_dir, load_shard_dataset, pixel_identity, read_manifest, verify_shards
 from core.targets import targets_for
-from models.config import ConfigError, config_hash, load_config
+from models.config import config_hash, load_config
 from models.fold_outputs import assemble_run, fold_dir, fold_done, save_fold_outputs
 from models.provenance import input_provenance
+from models.run_lock import LOCK_FILE, release_run_lock, take_run_lock
 from oof.runs import is_complete
 
 CONFIG_FILE = "config.json"
@@ -85,8 +86,15 @@ class TrainingData:
 
 
 def prepare_run_dir(run_dir, cfg, chash, overwrite, env):
-    """Create or check the run directory. Returns False when an identical run already finished."""
+    """Create or check the run directory and take its lock (rank 0; train_run releases it).
+    Returns False when an identical run already finished."""
+    from models.distributed import broadcast_object
+
     run_dir = Path(run_dir)
+    refused = take_run_lock(run_dir) if env.is_main else None
+    refused = broadcast_object(refused, env)  # every rank stops, not only rank 0
+    if refused:
+        raise RunError(refused)
     cfg_path = run_dir / CONFIG_FILE
     if cfg_path.is_file():
         old = read_json(cfg_path).get("config_hash")
@@ -96,7 +104,11 @@ def prepare_run_dir(run_dir, cfg, chash, overwrite, env):
         if old == chash and is_complete(run_dir) and not overwrite:
             return False
         if overwrite and env.is_main:
-            shutil.rmtree(run_dir)
+            for p in run_dir.iterdir():  # all but the lock this process holds
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                elif p.name != LOCK_FILE:
+                    p.unlink()
     if env.is_main:
         write_json(cfg_path, {"config_hash": chash, "config": cfg})
     return True
@@ -159,6 +171,11 @@ def train_run(cfg, folds=None, resume=False, overwrite=False, progress=True):
 
         torch.set_num_threads(cfg["train"]["num_threads"] or max(1, (os.cpu_count() or 1) // env.world_size))
         t0 = time.time()
+        from models.backbones import check_backbone
+
+        section = cfg["backbone"] if cfg["model"] == "backbone" else cfg["knn"]["backbone"]
+        if section:  # a model name or pretrained tag typo fails here, before any image is decoded
+            check_backbone(section)
         data = TrainingData(cfg)
         if cfg["model"] == "knn" and data.shards:
             raise RunError(f"{cfg['data']['train']}: kNN runs read image files, not shards; point data.train "
@@ -215,6 +232,8 @@ def train_run(cfg, folds=None, resume=False, overwrite=False, progress=True):
             _log.info("%s: folds %s done; the run is complete once every fold is", cfg["name"], folds)
         return None
     finally:
+        if env.is_main:
+            release_run_lock(cfg["out"])
         cleanup(env)
 
 
@@ -234,19 +253,13 @@ def main(argv=None):
     try:
         cfg = load_config(args.config, args.overrides)
         train_run(cfg, args.folds, args.resume, args.overwrite, progress=not args.no_progress)
-    except (ConfigError, DataError, RunError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (InputError, RunError) as e:  # bad data, config, backbone name or weights; a refused run dir
+        print_error(e)
         return 2
     except TrainingInterrupted as e:
+        close_progress_bars()
         print(f"interrupted: {e}", file=sys.stderr, flush=True)
         return 128 + (e.signum or 15)  # the shell's convention for a process ended by a signal
-    except Exception as e:
-        from models.backbones import BackboneError
-
-        if isinstance(e, BackboneError):
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        raise
     return 0
 
 

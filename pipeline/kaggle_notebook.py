@@ -28,7 +28,9 @@ fitted ensemble). The cells
 install the packed wheels without an index, put the packed code on `sys.path`, predict every test
 image with every fold of every blended run, blend them with the fitted ensemble (the weights,
 ridge or LightGBM stacker that `ensemble/ensemble.json` names; numpy only unless LightGBM) and write
-`/kaggle/working/submission.csv`. `SDI2P_PACK`, `SDI2P_IMAGES` and `SDI2P_OUT` override the
+`/kaggle/working/submission.csv`. An unreadable test image does not stop the notebook: it gets the
+runs' mean embedding (blended like the others, so every row is written) and is listed in
+`/kaggle/working/bad_images.csv`. `SDI2P_PACK`, `SDI2P_IMAGES` and `SDI2P_OUT` override the
 paths (that is how the project's tests run these cells on a local folder).
 """),
     ("code", """
@@ -81,7 +83,9 @@ print("code from", os.path.dirname(os.path.dirname(models.submit.__file__)))
     ("code", """
 RUNS = [os.path.join(PACK, "runs", name) for name in MANIFEST["ensemble"]["models"]]
 t0 = time.time()
-ids, blended = models.submit.make_submission(RUNS, os.path.join(PACK, "ensemble"), IMAGES, OUT, progress=False)
+# skip_bad_images: an unreadable test image gets the mean embedding instead of failing the whole notebook
+ids, blended = models.submit.make_submission(RUNS, os.path.join(PACK, "ensemble"), IMAGES, OUT, progress=False,
+                                             skip_bad_images=True)
 print(f"{len(ids)} images -> {OUT} in {time.time() - t0:.1f} s")
 """),
     ("code", """
