@@ -1,5 +1,6 @@
 """ensemble/ on real files: run directories written by oof.runs, the CLI, input validation, LightGBM stacker."""
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -271,3 +272,29 @@ def test_ridge_alphas_must_be_positive(capsys):
     with pytest.raises(SystemExit):
         main(["--runs", "x", "--ridge-alphas", "1,0"])
     assert "--ridge-alphas needs positive numbers" in capsys.readouterr().err
+
+
+def _wrong_shape(run_dir):
+    arr = np.load(run_dir / OOF_FILE)
+    np.save(run_dir / OOF_FILE, arr[:, :383])
+    manifest = json.loads((run_dir / MANIFEST_FILE).read_text())
+    manifest[OOF_FILE] = sha256_file(run_dir / OOF_FILE)
+    write_json(run_dir / MANIFEST_FILE, manifest)
+
+
+@pytest.mark.parametrize("case, damage, expected", [
+    ("wrong shape", _wrong_shape, r"oof\.npy: shape \(600, 383\), expected \(600, 384\)"),
+    ("file changed under a finished run", lambda d: (d / "metrics.json").write_text((d / "metrics.json").read_text() + " "),
+     r"metrics\.json: content differs from manifest\.json"),
+    ("run without its manifest", lambda d: (d / MANIFEST_FILE).unlink(), r"manifest\.json: missing: the run is unfinished"),
+    ("NaN", lambda d: corrupt_oof(d, 5), r"oof\.npy: NaN or inf"),
+])
+def test_each_bad_run_is_one_error_line_through_the_cli(tmp_path, capsys, case, damage, expected):
+    """Through `python -m ensemble.fit`'s main, not only the functions: exit 2, one `error:` line naming the file."""
+    p = project(tmp_path)
+    damage(p["runs"][1])
+    assert main(["--runs", *map(str, p["runs"]), "--out", str(tmp_path / "ens"), *FAST]) == 2, case
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and str(p["runs"][1]) in err[0], err
+    assert re.search(expected, err[0]), err[0]
+    assert not (tmp_path / "ens" / "submission.csv").exists()  # nothing written on bad input
