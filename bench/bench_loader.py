@@ -151,6 +151,9 @@ def main(argv=None):
         print(f"shards, {args.workers} workers             {fmt(sharded)}")
         print(f"  shards / stream (loose files) = {sharded[0] / streamed[0]:.3f}")
         print(f"cache (memmap rows)            {fmt(cached)}")
+        if args.model_steps <= 0:  # loader figures only
+            stream.close()
+            return
         cfg = load_config(REPO / args.config, [f"image.size={args.size}"])
         steps = batches[:args.model_steps]
         bare_step, fed, aug_s = model_rates(cfg, stream, steps, args.size, args.batch)
