@@ -98,6 +98,22 @@ def _unidentified(src):
     return f"no image format recognised (starts with bytes {head[:8].hex(' ')})"
 
 
+INTERPOLATION = ("bicubic", "bilinear", "nearest", "lanczos")  # names of PIL's resampling filters
+
+
+def square_resize(im, size, interpolation="bicubic"):
+    """Centre square crop (SD images are mostly square), then resize to (size, size); PIL in, PIL out.
+
+    The one geometry every pixel path shares: the image cache, the streaming workers and shards."""
+    w, h = im.size
+    if w != h:
+        s = min(w, h)
+        im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+    if im.size != (size, size):
+        im = im.resize((size, size), getattr(_pil().Resampling, interpolation.upper()), reducing_gap=3.0)
+    return im
+
+
 def open_image(src):
     """Decode an image (a path or a binary file object) to RGB; any failure is a DataError naming the file."""
     Image = _pil()

@@ -21,9 +21,8 @@ import tarfile
 from multiprocessing import get_context
 from pathlib import Path
 
-from PIL import Image
-
 from core.dataset import PROMPTS_FILE, check_img_id, load_dataset, open_image, read_prompts
+from core.images import square_resize
 from core.errors import DataError, exit_on_data_error
 from core.io import atomic_path, read_json, save_csv, sha256_file, write_json
 
@@ -32,20 +31,7 @@ SHARD_NAME = "shard-{:06d}.tar"
 FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}  # the sample's extension -> PIL's encoder
 LOSSLESS = {"png"}
 PROMPT_EXT = "txt"
-INTERPOLATION = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST,
-                 "lanczos": Image.LANCZOS}
 MANIFEST_VERSION = 1
-
-
-def square_resize(im, size, interpolation="bicubic"):
-    """Centre square crop (SD images are mostly square), then resize to (size, size); PIL in, PIL out."""
-    w, h = im.size
-    if w != h:
-        s = min(w, h)
-        im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-    if im.size != (size, size):
-        im = im.resize((size, size), INTERPOLATION[interpolation], reducing_gap=3.0)
-    return im
 
 
 def encode_image(path, size, fmt, quality):

@@ -369,7 +369,7 @@ def _check_ranges(cfg, need):
             except TypeError:
                 ok = False
             need(ok, f"{section}.{key} must be {what}, got {value!r}")
-    from core.shards import INTERPOLATION
+    from core.images import INTERPOLATION
 
     need(cfg["image"]["interpolation"] in INTERPOLATION,
          f"image.interpolation must be one of {sorted(INTERPOLATION)}, got {cfg['image']['interpolation']!r}")

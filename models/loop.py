@@ -154,6 +154,11 @@ def train_one_epoch(fm, st, cfg, fold, source, targets, batches, env, save, stop
                disable=not (progress and env.is_main), unit="step", leave=False, initial=st.step,
                total=steps_per_epoch)
     pending, t_start, seconds_before = [], time.time(), st.epoch_seconds
+
+    def read_losses():  # one device sync for the pending steps' losses
+        if pending:
+            st.epoch_losses.extend(torch.stack(pending).float().cpu().tolist())
+            pending.clear()
     fm.optimizer.zero_grad(set_to_none=True)
     for step, images in zip(bar, source.iterate(batches[st.step:], device)):
         torch.manual_seed(derived_seed(seed, fold, epoch, env.rank, step))  # dropout, drop-path
@@ -174,17 +179,14 @@ def train_one_epoch(fm, st, cfg, fold, source, targets, batches, env, save, stop
         if sync:
             _optimizer_update(fm, st, tcfg)
         if len(pending) >= LOSS_SYNC_EVERY or step + 1 == steps_per_epoch:
-            st.epoch_losses += torch.stack(pending).float().cpu().tolist()
-            pending = []
+            read_losses()
             elapsed = st.train_seconds + (time.time() - t_start)
             bar.set_postfix(loss=f"{np.mean(st.epoch_losses[-20:]):.4f}", img_s=f"{st.images_seen / max(elapsed, 1e-9):.0f}")
         fault_point("train_step")
         if sync and step + 1 < steps_per_epoch:
             signum = _stop_everywhere(stop, env) if (env.enabled or stop.signum) else 0
             if signum or (env.is_main and schedule.due(st.num_updates)):
-                if pending:
-                    st.epoch_losses += torch.stack(pending).float().cpu().tolist()
-                    pending = []
+                read_losses()
                 st.epoch_seconds = seconds_before + time.time() - t_start
                 save()
                 schedule.saved()
