@@ -6,16 +6,21 @@
 Makes `--n` distinct 512-px PNGs from the Kaggle sample (the 8 flips / rotations of each of its
 512-px SD2 images) in a temporary folder, then measures images/s of
   bare     models.image_cache.decode_resized (the trainer's decode + resize) in one process, in a loop
-  stream   the streaming source (DataLoader workers, persistent; timed after a warm-up pass)
+  parallel `workers` bare loops in separate processes, each on its share of the images: what this
+           machine's cores give to that many independent decoders (the ceiling for any loader)
+  stream   the streaming source (DataLoader workers, persistent): images/s timed after a warm-up
+           pass (workers already started); CPU per image from passes that start and join them
   shards   the same PNG bytes in tar shards (core.shards), read by the shard source's workers
   cache    rows of the uint8 memory-mapped cache, for reference (decoded once, beforehand)
-and stream / (workers x bare) (target >= 0.85), plus CPU ms per image (workers included), which
+and stream / (workers x bare) (target >= 0.85), stream / parallel (the loader's own overhead, apart
+from how the machine's cores scale), plus CPU ms per image (workers included), which
 shows the workers' overhead even when other jobs share the cores. Then the model step alone (forward, backward, AdamW
 on tensors in memory) vs the same steps fed by the stream source through the batched augmentation.
 Each figure is the better of two passes (the machine is shared); both passes are printed.
 """
 import argparse
 import gc
+import multiprocessing
 import resource
 import tempfile
 import time
@@ -72,6 +77,25 @@ def rate(fn, n_images, passes=2):
         rates.append(n_images / (time.perf_counter() - t))
         cpu.append(1000 * (cpu_seconds() - c) / n_images)
     return max(rates), rates, cpu[int(np.argmax(rates))]
+
+
+def _bare_share(args):
+    paths, size = args
+    for p in paths:
+        decode_resized(p, size)
+
+
+def parallel_rate(paths, size, workers):
+    """`rate` of `workers` bare decode loops in separate processes (started before the clock)."""
+    shares = [(paths[i::workers], size) for i in range(workers)]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        pool.map(abs, range(workers))  # the processes exist before timing starts
+        rates = []
+        for _ in range(2):
+            t = time.perf_counter()
+            pool.map(_bare_share, shares, chunksize=1)
+            rates.append(len(paths) / (time.perf_counter() - t))
+    return max(rates), rates
 
 
 def drain(source, batches, close=False):
@@ -135,8 +159,12 @@ def main(argv=None):
         print(f"{args.n} PNGs 512 px -> {args.size} px, {args.workers} workers, batch {args.batch}, "
               f"{sum(p.stat().st_size for p in paths) / 2**20:.0f} MiB")
         bare = rate(lambda: [decode_resized(p, args.size) for p in paths], len(paths))
+        parallel = parallel_rate([str(p) for p in paths], args.size, args.workers)
         stream = StreamSource([str(p) for p in paths], ids, args.size, workers=args.workers)
-        streamed = rate(lambda: drain(stream, batches, close=True), len(paths))  # worker start-up included
+        cold = rate(lambda: drain(stream, batches, close=True), len(paths))  # worker start-up included
+        drain(stream, batches)  # warm-up: the persistent workers are running from here on
+        warm = rate(lambda: drain(stream, batches), len(paths))
+        streamed = (warm[0], warm[1], cold[2])  # images/s of running workers; CPU/img with start-up (joined)
         write_shards(tmp / "data", tmp / "shards", args.shard_size, progress=False, workers=1)
         shards = ShardSource(load_shard_dataset(tmp / "shards"), args.size, workers=args.workers,
                              shuffle_buffer=args.shard_size)
@@ -145,8 +173,13 @@ def main(argv=None):
         cache = CacheSource(build_image_cache(paths, args.size, tmp / "cache", progress=False, workers=1))
         cached = rate(lambda: drain(cache, batches), len(paths))
         print(f"bare decode loop, 1 process    {fmt(bare)}")
-        print(f"stream, {args.workers} workers             {fmt(streamed)}")
+        print(f"{args.workers} bare loops, {args.workers} processes    {parallel[0]:7.1f} img/s  (passes "
+              f"{', '.join(f'{v:.1f}' for v in parallel[1])}) = {parallel[0] / bare[0]:.2f} x bare: "
+              f"this machine's ceiling for {args.workers} decoders")
+        print(f"stream, {args.workers} workers             {fmt(streamed)}  (started: "
+              f"{', '.join(f'{v:.1f}' for v in cold[1])} img/s)")
         print(f"  stream / ({args.workers} x bare) = {streamed[0] / (args.workers * bare[0]):.3f}  (target >= 0.85);"
+              f" stream / parallel bare loops = {streamed[0] / parallel[0]:.3f};"
               f" CPU per image bare / stream = {bare[2] / streamed[2]:.3f}")
         print(f"shards, {args.workers} workers             {fmt(sharded)}")
         print(f"  shards / stream (loose files) = {sharded[0] / streamed[0]:.3f}")
