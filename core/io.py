@@ -4,7 +4,6 @@ Every artifact is written to a temporary file in the same directory and renamed 
 place, so a killed process never leaves a half-written file behind a valid name.
 """
 import errno
-import glob
 import hashlib
 import io
 import json
@@ -39,15 +38,30 @@ def _write_error(path, e):
                             f"{Path(path).name}, if any, is unchanged and no temporary file was left", e.errno)
 
 
+_stale_temps = {}  # folder -> {file name: [(writer pid, temporary file)]}, listed once per process
+
+
 def _remove_stale_temps(path):
-    """Temporary files of `path` left by killed writers (their pid no longer runs on this host)."""
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+    """Temporary files of `path` left by killed writers (their pid no longer runs on this host).
+
+    The folder is listed once per process, not at every write: writing N images into one folder
+    would otherwise cost O(N^2). Only `path`'s own temporaries are touched (other hosts' writers
+    may share the folder)."""
+    folder = str(path.parent)
+    if folder not in _stale_temps:
+        found = {}
+        for tmp in path.parent.glob(".*.tmp"):  # .<name>.<pid>.<random>.tmp (mkstemp's random part has no dot)
+            parts = tmp.name[1:-len(".tmp")].rsplit(".", 2)
+            if len(parts) == 3 and parts[1].isdigit():
+                found.setdefault(parts[0], []).append((int(parts[1]), tmp))
+        _stale_temps[folder] = found
+    for pid, tmp in _stale_temps[folder].pop(path.name, ()):
+        if pid != os.getpid() and not pid_alive(pid):
             tmp.unlink(missing_ok=True)
 
 
-def _pid_alive(pid):
+def pid_alive(pid):
+    """Whether process `pid` runs on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -11,19 +11,11 @@ import os
 import socket
 from pathlib import Path
 
+from core.io import pid_alive
+
 LOCK_FILE = ".lock"
 _log = logging.getLogger(__name__)
 _held = set()  # lock files this process holds (a pid reused after a restart is still stale for us)
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
 
 
 def _read_holder(path):
@@ -67,7 +59,7 @@ def take_run_lock(run_dir):
                     f"{run_dir}, remove the lock file and rerun")
         host, pid = holder.get("host"), holder["pid"]
         ours = host == me["host"] and pid == me["pid"] and str(path) not in _held
-        if host == me["host"] and (ours or not _pid_alive(pid)):
+        if host == me["host"] and (ours or not pid_alive(pid)):
             _log.warning("%s: taking over a stale lock of process %d on %s (no longer running)", path, pid, host)
             path.unlink(missing_ok=True)
             continue
