@@ -61,6 +61,12 @@ def knn_fold_predictions(train_features, test_features, targets, folds, fold, k,
     return oof, neighbour_mean(sims, bank_rows[test_nbr], targets, temperature), nbr
 
 
+def frozen_backbone_section(cfg):
+    """The frozen backbone a kNN config names (`knn.backbone` over the backbone section's defaults), or None."""
+    section = cfg["knn"]["backbone"]
+    return {**cfg["backbone"], **section} if section else None
+
+
 def _feature_models(cfg, data):
     """Yield (fold, feature spec) for each fold: {"config", "state_dict"} (+ "identity" when frozen)."""
     import torch
@@ -84,7 +90,7 @@ def _feature_models(cfg, data):
             ckpt = torch.load(path, map_location="cpu", weights_only=False)
             yield fold, {"config": ckpt["config"], "state_dict": ckpt["state_dict"]}
     else:
-        frozen_cfg = {**cfg, "model": "backbone", "backbone": {**cfg["backbone"], **knn["backbone"]}}
+        frozen_cfg = {**cfg, "model": "backbone", "backbone": frozen_backbone_section(cfg)}
         spec = {"config": frozen_cfg, "state_dict": None}
         spec["identity"] = backbone_identity(spec)
         for fold in range(data.k):

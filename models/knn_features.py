@@ -73,7 +73,8 @@ def features_key(identity, paths, size, interpolation, precision):
 
 def packed_backbone_path(name, ckpt_path=None):
     """The packed backbone weights file `name`: beside the pack's runs, else in the BACKBONES_ENV folders."""
-    where = [Path(ckpt_path).resolve().parents[3] / PACKED_BACKBONES_DIR] if ckpt_path else []
+    # ckpt_path: PACK/runs/<run>/folds/fold<k>/model.pt -> PACK/backbones
+    where = [Path(ckpt_path).resolve().parents[4] / PACKED_BACKBONES_DIR] if ckpt_path else []
     where += [Path(d) for d in os.environ.get(BACKBONES_ENV, "").split(os.pathsep) if d]
     for folder in where:
         if (folder / name).is_file():
@@ -98,6 +99,8 @@ def extract_features(model, pre, source, batch_size, device, precision, env=None
             f = predict_rows(model, source, rows, pre, batch_size, device, precision, "none", env, progress,
                              f"{desc} {s // FEATURE_CHUNK + 1}/{-(-n // FEATURE_CHUNK)}",
                              forward=feature_forward(model))
+            if not main:  # the main process gathered this chunk's features; others only shared the passes
+                continue
             f = l2_normalize(f).astype(np.float16)
             if tmp is None:
                 parts.append(f)

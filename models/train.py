@@ -172,8 +172,9 @@ def train_run(cfg, folds=None, resume=False, overwrite=False, progress=True):
         torch.set_num_threads(cfg["train"]["num_threads"] or max(1, (os.cpu_count() or 1) // env.world_size))
         t0 = time.time()
         from models.backbones import check_backbone
+        from models.knn import frozen_backbone_section
 
-        section = cfg["backbone"] if cfg["model"] == "backbone" else cfg["knn"]["backbone"]
+        section = cfg["backbone"] if cfg["model"] == "backbone" else frozen_backbone_section(cfg)
         if section:  # a model name or pretrained tag typo fails here, before any image is decoded
             check_backbone(section)
         data = TrainingData(cfg)

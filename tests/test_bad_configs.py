@@ -100,10 +100,11 @@ def test_unknown_model_names_and_tags_suggest_valid_ones(section, match):
 
 def test_shipped_backbones_pass_the_name_checks():
     from models.backbones import check_backbone
+    from models.knn import frozen_backbone_section
 
     for path in sorted(glob.glob(str(REPO / "configs" / "*.yaml"))):
         cfg = load_config(path)
-        section = cfg["backbone"] if cfg["model"] == "backbone" else cfg["knn"]["backbone"]
+        section = cfg["backbone"] if cfg["model"] == "backbone" else frozen_backbone_section(cfg)
         if section:
             check_backbone(section)
 
@@ -126,3 +127,16 @@ def test_bad_pipeline_config(tmp_path, text, match):
     path.write_text(text)
     with pytest.raises(DataError, match=r"p\.yaml: " + match):
         load_pipeline(path)
+
+
+def test_knn_frozen_backbone_is_checked_as_it_is_built():
+    """`knn.backbone` may name only the model: the early name check sees the section the run builds
+    (the backbone defaults under it), not the bare one (whose missing source would be refused)."""
+    from models.backbones import BackboneError, check_backbone
+    from models.knn import frozen_backbone_section
+
+    cfg = load_config(REPO / "configs/knn_demo.yaml", ["knn.features_from=null", "knn.backbone={name: convnext_atto}"])
+    assert frozen_backbone_section(cfg)["source"] == cfg["backbone"]["source"] == "timm"
+    check_backbone(frozen_backbone_section(cfg))
+    with pytest.raises(BackboneError):
+        check_backbone(cfg["knn"]["backbone"])
