@@ -32,7 +32,7 @@ from core.io import write_json
 GEN_CHUNK = 65_536
 
 
-def clustered_unit_vectors(path, n, d, centres, seed, weights=None):
+def clustered_unit_vectors(path, n, d, centres, seed):
     """Write (n, d) float16 unit rows to a .npy at `path`, drawn from the mixture (see the module doc)."""
     rng = np.random.default_rng(seed)
     c, w, spread = centres

@@ -247,8 +247,9 @@ def save_groups(path, ids, groups):
     return path
 
 
-def load_groups(folds_path, ids):
+def load_groups(folds_path, ids, folds=None):
     """int64 group of each id (in that order) from the groups.csv beside `folds_path`; None when there is none.
+    `folds`: the ids' folds when the caller has read `folds_path` already (else it is read here).
 
     A group must lie in a single fold of `folds_path` (folds are made from groups): a groups.csv that
     splits one across folds belongs to other folds and is refused."""
@@ -266,7 +267,7 @@ def load_groups(folds_path, ids):
     if absent:
         raise DataError(path, f"{len(absent)} imgIds have no group, e.g. {absent[:3]}")
     groups = np.array([pos[i] for i in ids], dtype=np.int64)
-    folds = load_folds(folds_path, ids)
+    folds = load_folds(folds_path, ids) if folds is None else np.asarray(folds)
     spans = pd.Series(folds).groupby(groups).nunique()
     if len(spans) and spans.max() > 1:
         raise DataError(path, f"group {spans.idxmax()} spans {spans.max()} folds of {folds_path}: "

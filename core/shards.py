@@ -21,7 +21,7 @@ import tarfile
 from multiprocessing import get_context
 from pathlib import Path
 
-from core.dataset import PROMPTS_FILE, check_img_id, load_dataset, open_image, read_prompts
+from core.dataset import PROMPTS_FILE, load_dataset, open_image, read_prompts
 from core.images import square_resize
 from core.errors import DataError, exit_on_data_error
 from core.io import atomic_path, read_json, save_csv, sha256_file, write_json
@@ -68,10 +68,7 @@ def write_shards(data_dir, out_dir, shard_size, size=None, fmt="png", quality=95
         raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {sorted(FORMATS)}, got {fmt!r}")
-    frame = load_dataset(data_dir, require_prompts=True)
-    prompts_path = Path(data_dir) / PROMPTS_FILE
-    for row, img_id in enumerate(frame["imgId"], start=1):
-        check_img_id(img_id, prompts_path, row)  # a dot would split the webdataset key
+    frame = load_dataset(data_dir, require_prompts=True)  # its id rule (no dot) keeps webdataset keys whole
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:

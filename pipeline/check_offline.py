@@ -13,6 +13,7 @@ import sys
 import numpy as np
 
 from core.errors import DataError, exit_on_data_error
+from core.metric import cosine_scores
 from core.submission import read_submission
 
 
@@ -25,9 +26,7 @@ def row_cosines(path_a, path_b):
         only_b = sorted(set(ids_b) - set(ids_a))[:3]
         raise DataError(path_a, f"imgIds differ from {path_b}: only here {only_a}; only there {only_b}")
     pos = {i: k for k, i in enumerate(ids_b)}
-    b = emb_b[[pos[i] for i in ids_a]]
-    na = np.linalg.norm(emb_a, axis=1) * np.linalg.norm(b, axis=1)
-    return ids_a, np.sum(emb_a * b, axis=1) / np.maximum(na, 1e-12)
+    return ids_a, cosine_scores(emb_a, emb_b[[pos[i] for i in ids_a]])
 
 
 @exit_on_data_error

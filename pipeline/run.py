@@ -152,10 +152,6 @@ def resolve_config(path, what="model config"):
     raise DataError(path, f"{what} not found (relative to {Path.cwd()} or {REPO})")
 
 
-def model_name(config_path):
-    return read_yaml(config_path, "model config").get("name") or Path(config_path).stem
-
-
 def build_stages(cfg, args):
     py = [sys.executable]
     work = Path(args.work).resolve()  # stages run from the repository root
@@ -213,13 +209,13 @@ def build_stages(cfg, args):
     run_dirs = []
     configs = [resolve_config(m) for m in cfg["models"]]
     for config in configs:
-        name = model_name(config)
+        raw = read_yaml(config, "model config")
+        name = raw.get("name") or Path(config).stem
         run_dir = work / "runs" / name
         sets = [f"data.train={train}", f"data.test={test}", f"data.targets={targets}", f"data.folds={folds}",
                 f"data.cache_dir={work / 'cache'}", f"out={run_dir}"] + list(args.model_set)
         inputs = [Path(config), folds, targets / "targets.npy", train / "images", test / "images"]
-        raw = read_yaml(config, "model config")
-        src = (raw.get("knn") or {}).get("features_from") if isinstance(raw.get("knn"), dict) else None
+        src = raw["knn"].get("features_from") if isinstance(raw.get("knn"), dict) else None
         if src:  # a kNN on a trained run's features: point it at that run inside this work tree
             src_run = work / "runs" / Path(src).name
             sets.append(f"knn.features_from={src_run}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.dataset import check_img_id, read_prompts
+from core.dataset import read_prompts
 from core.errors import DataError
 
 SHARD_SPEC = re.compile(r"(\d+)/(\d+)")
@@ -56,10 +56,8 @@ def shard_from_env(env=None):
 
 
 def read_prompt_table(path):
-    """prompts.csv (imgId,prompt[,extra columns]) with every imgId checked against the id rule."""
+    """prompts.csv (imgId,prompt[,extra columns]); read_prompts checks every imgId against the id rule."""
     frame = read_prompts(path)
-    for row, img_id in enumerate(frame["imgId"], start=1):
-        check_img_id(img_id, path, row=row)
     reserved = [c for c in (PROMPT_ID, SPLIT) if c in frame.columns]
     if reserved:
         raise DataError(path, f"column name(s) {reserved} are reserved for the generator; rename them")

@@ -13,11 +13,12 @@ import pandas as pd
 
 from core.dataset import IMAGES_DIR, PROMPTS_FILE, read_prompts
 from core.errors import DataError
-from core.folds import load_folds
+from core.folds import load_folds, load_groups
 from core.io import read_json
 from core.targets import IDS_FILE, META_FILE, TARGETS_FILE
+from ensemble.blend import first_nonfinite_row
 from ensemble.inputs import find_folds, find_targets, resolve_recorded_path, run_names
-from oof.report.rows import NpyRows, chunks, id_order
+from oof.report.rows import NpyRows, id_order
 from oof.runs import read_ids
 from oof.runs import LOG_COLUMNS, LOG_FILE, MANIFEST_FILE, OOF_FILE, TEST_FILE, check_compatible, is_complete, load_run
 
@@ -139,11 +140,7 @@ def open_targets(target_dir):
 
 def load_groups_or_folds(folds_path, ids, folds):
     """Prompt groups (groups.csv beside folds.csv), else the folds as the resampling unit."""
-    try:
-        from core.folds import load_groups
-    except ImportError:  # an older core: no groups file exists to read
-        load_groups = None
-    groups = load_groups(folds_path, ids) if load_groups is not None else None
+    groups = load_groups(folds_path, ids, folds)
     if groups is not None:
         return np.asarray(groups), "prompt groups (groups.csv beside folds.csv)"
     return np.asarray(folds), (f"folds: no groups file beside {folds_path}, so the bootstrap resamples whole folds "
@@ -154,8 +151,8 @@ def _train_dir(runs):
     for run in runs:
         raw = (run.metrics.get("train_images") or {}).get("path")
         if raw:
-            return resolve_recorded_path(raw, run), run
-    return None, None
+            return resolve_recorded_path(raw, run)
+    return None
 
 
 def find_prompts(runs, ids, prompts=None, notes=None):
@@ -164,7 +161,7 @@ def find_prompts(runs, ids, prompts=None, notes=None):
         path = Path(prompts)
         path = path / PROMPTS_FILE if path.is_dir() else path
     else:
-        train_dir, _ = _train_dir(runs)
+        train_dir = _train_dir(runs)
         path = train_dir / PROMPTS_FILE if train_dir is not None else None
         if path is None or not path.is_file():
             notes.append("no prompts.csv found (metrics.json: train_images.path; or --prompts): "
@@ -185,17 +182,10 @@ def find_images(runs, images=None):
         if not path.is_dir():
             raise DataError(path, "image folder not found")
         return path / IMAGES_DIR if (path / IMAGES_DIR).is_dir() else path
-    train_dir, _ = _train_dir(runs)
+    train_dir = _train_dir(runs)
     if train_dir is not None and (train_dir / IMAGES_DIR).is_dir():
         return train_dir / IMAGES_DIR
     return None
-
-
-def check_finite(rows, path, ids):
-    for s, e in chunks(len(rows)):
-        ok = np.isfinite(rows[s:e]).all(axis=1)
-        if not ok.all():
-            raise DataError(path, f"NaN or inf in the prediction for imgId {ids[s + int(np.flatnonzero(~ok)[0])]!r}")
 
 
 def load_ensemble(path, ids, folds_sha256, dim):
@@ -228,7 +218,9 @@ def load_ensemble(path, ids, folds_sha256, dim):
         if info.blend.file_rows != len(b_ids) or info.blend.dim != dim:
             raise DataError(path / OOF_BLEND_FILE, f"shape ({info.blend.file_rows}, {info.blend.dim}), expected "
                                                    f"({len(b_ids)}, {dim}) for the ids in {OOF_BLEND_IDS_FILE}")
-        check_finite(info.blend, path / OOF_BLEND_FILE, ids)
+        bad = first_nonfinite_row(info.blend)
+        if bad is not None:
+            raise DataError(path / OOF_BLEND_FILE, f"NaN or inf in the prediction for imgId {ids[bad]!r}")
     if (path / SUBMISSION_FILE).is_file():
         info.submission = path / SUBMISSION_FILE
     return info

@@ -106,27 +106,26 @@ def id_order(file_ids, ids, path):
     return np.fromiter((pos[i] for i in ids), dtype=np.int64, count=len(ids))
 
 
-def per_image_cosines(readers, targets, folds=None, chunk=CHUNK_ROWS, progress=False):
-    """{name: float32 (N,) cosine of each row's prediction with its target}, in one pass over the targets.
+def per_image_cosines(readers, targets, folds, chunk=CHUNK_ROWS, progress=False):
+    """({name: float32 (N,) cosine of each row's prediction with its target}, the targets' float64 sum
+    per fold value of `folds` (N,), sorted: what the constant baseline needs), in one pass over the targets.
 
     The arithmetic of core.metric.cosine_scores (both sides l2_normalize'd, then a row-wise dot),
     with each target chunk normalised once for all models; the predictions were checked finite
-    when loaded. With `folds` (N,) it also returns the targets' float64 sum per fold value
-    (sorted), which the constant baseline needs: (cosines, fold sums)."""
+    when loaded."""
     from tqdm import tqdm
 
     n = len(targets)
     out = {name: np.empty(n, dtype=np.float32) for name in readers}
-    values = np.unique(folds) if folds is not None else None
-    col = np.searchsorted(values, folds) if folds is not None else None
-    sums = np.zeros((len(values), targets.shape[1]), dtype=np.float64) if folds is not None else None
+    values = np.unique(folds)
+    col = np.searchsorted(values, folds)
+    sums = np.zeros((len(values), targets.shape[1]), dtype=np.float64)
     spans = list(chunks(n, chunk))
     for s, e in tqdm(spans, desc="per-image cosine", disable=not progress or len(spans) < 10, unit="chunk"):
         raw = targets[s:e]
-        if sums is not None:
-            onehot = (col[s:e][None, :] == np.arange(len(values))[:, None]).astype(np.float64)
-            sums += onehot @ raw.astype(np.float64)
+        onehot = (col[s:e][None, :] == np.arange(len(values))[:, None]).astype(np.float64)
+        sums += onehot @ raw.astype(np.float64)
         t = l2_normalize(raw)
         for name, rows in readers.items():
             out[name][s:e] = np.einsum("ij,ij->i", l2_normalize(rows[s:e]), t)
-    return (out, sums) if folds is not None else out
+    return out, sums
