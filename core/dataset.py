@@ -237,14 +237,19 @@ def check_images(paths, progress=True, decode=True):
 
     decode=False: the fast scan (PNG chunk checksums, see core.images.image_problem)."""
     bad = scan_images(paths, progress=progress, decode=decode)
-    hint = (" (to leave unreadable images out: python -m core.dataset DATA --write-checked DIR, "
-            "or ./run_all.sh --skip-bad-images)")
-    if len(bad) == 1:
-        raise DataError(bad[0][0], bad[0][1] + hint)
     if bad:
-        listed = "; ".join(f"{Path(p).name}: {r}" for p, r in bad[:5])
-        raise DataError(Path(bad[0][0]).parent, f"{len(bad)} unreadable images: {listed}"
-                                                f"{' ...' if len(bad) > 5 else ''}{hint}")
+        raise unreadable_images_error(bad, " (to leave unreadable images out: python -m core.dataset DATA "
+                                           "--write-checked DIR, or ./run_all.sh --skip-bad-images)")
+
+
+def unreadable_images_error(bad, hint, shown=5):
+    """One DataError for the [(path, reason)] a scan found: the file itself when there is one, else
+    their folder with the first `shown` listed (None: all), then `hint`."""
+    if len(bad) == 1:
+        return DataError(bad[0][0], bad[0][1] + hint)
+    listed = "; ".join(f"{Path(p).name}: {r}" for p, r in bad[:shown])
+    more = " ..." if shown is not None and len(bad) > shown else ""
+    return DataError(Path(bad[0][0]).parent, f"{len(bad)} unreadable images: {listed}{more}{hint}")
 
 
 def write_bad_images(path, bad):

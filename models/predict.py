@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.dataset import BAD_IMAGES_FILE, load_images, scan_images, write_bad_images
+from core.dataset import BAD_IMAGES_FILE, load_images, scan_images, unreadable_images_error, write_bad_images
 from core.errors import DataError, exit_on_data_error
 from core.io import read_json, save_csv, save_npy
 from core.metric import l2_normalize
@@ -44,16 +44,14 @@ def fold_checkpoints(run_dir):
     return paths
 
 
-def _predict_group(paths, image_paths, batch_size, tta, device, workers, progress):
-    """Predictions of fold checkpoints that share image settings, from one pass over the images."""
-    import torch
-
+def _predict_group(paths, ckpts, image_paths, batch_size, tta, device, workers, progress):
+    """Predictions of fold checkpoints (`paths`, loaded as `ckpts`) that share image settings, from one
+    pass over the images."""
     from models.data import StreamSource
     from models.engine import build_model_for_inference, predict_many
 
     models, cfg = [], None
-    for path in paths:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    for ckpt in ckpts:
         cfg = ckpt["config"]
         model, pre = build_model_for_inference(cfg, ckpt["state_dict"], device)
         models.append((model, pre, None))
@@ -77,14 +75,15 @@ def predict_images(run_dir, image_paths, batch_size=None, tta=None, cache_dir=No
 
     run_dir = Path(run_dir)
     if is_constant_run(run_dir):  # the mean-embedding baseline predicts the same vector for every image
-        mean = np.load(run_dir / MEAN_FILE)
-        return np.tile(l2_normalize(mean[None]), (len(image_paths), 1))
+        return np.tile(run_mean_embedding(run_dir), (len(image_paths), 1))
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     workers = default_workers() if workers is None else workers
     image_paths = [str(p) for p in image_paths]
     preds, groups = {}, {}
+    paths = fold_checkpoints(run_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        for path in fold_checkpoints(run_dir):
+        for path in paths:
+            # memory-mapped: a fold model's weights are read when its model is built, once
             ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
             cfg = ckpt["config"]
             if cfg["model"] == "knn":
@@ -93,14 +92,15 @@ def predict_images(run_dir, image_paths, batch_size=None, tta=None, cache_dir=No
                 preds[path] = predict_knn_fold(ckpt, image_paths, cache_dir or tmp, device, batch_size, progress,
                                                ckpt_path=path, workers=workers)
             else:
-                groups.setdefault((cfg["image"]["size"], cfg["image"]["interpolation"]), []).append(path)
+                groups.setdefault((cfg["image"]["size"], cfg["image"]["interpolation"]), []).append((path, ckpt))
             del ckpt
-    for paths in groups.values():
-        step = folds_at_once or len(paths)
-        for i in range(0, len(paths), step):
-            chunk = paths[i:i + step]
-            preds.update(zip(chunk, _predict_group(chunk, image_paths, batch_size, tta, device, workers, progress)))
-    return sum(l2_normalize(preds[p]) for p in fold_checkpoints(run_dir)) / len(preds)
+    for members in groups.values():
+        step = folds_at_once or len(members)
+        for i in range(0, len(members), step):
+            chunk_paths, chunk_ckpts = zip(*members[i:i + step])
+            preds.update(zip(chunk_paths, _predict_group(chunk_paths, chunk_ckpts, image_paths, batch_size, tta,
+                                                         device, workers, progress)))
+    return sum(l2_normalize(preds[p]) for p in paths) / len(preds)
 
 
 def scan_test_images(frame, skip_bad_images, progress=True):
@@ -109,12 +109,8 @@ def scan_test_images(frame, skip_bad_images, progress=True):
     Without skip_bad_images an unreadable image is one DataError listing every unreadable file."""
     bad = scan_images(frame["path"], progress=progress)
     if bad and not skip_bad_images:
-        hint = ("; pass --skip-bad-images to predict the rest (the unreadable ones get the mean embedding "
-                "and are listed in bad_images.csv)")
-        if len(bad) == 1:
-            raise DataError(bad[0][0], bad[0][1] + hint)
-        listed = "; ".join(f"{Path(p).name}: {r}" for p, r in bad)
-        raise DataError(Path(bad[0][0]).parent, f"{len(bad)} unreadable images: {listed}{hint}")
+        raise unreadable_images_error(bad, "; pass --skip-bad-images to predict the rest (the unreadable ones "
+                                           "get the mean embedding and are listed in bad_images.csv)", shown=None)
     unreadable = {p for p, _ in bad}
     return np.array([str(p) not in unreadable for p in frame["path"]], dtype=bool), bad
 
