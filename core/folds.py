@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.errors import DataError, print_error
+from core.errors import DataError, InputError, exit_on_data_error
 from core.io import save_csv, sha256_file, write_json
 from core.metric import l2_normalize
 
@@ -30,8 +30,8 @@ GROUPS_FILE = "groups.csv"
 GROUPS_FILE_COLUMNS = ("imgId", "group")
 
 
-class FoldGroupingError(ValueError):
-    """Grouping chained too many prompts together to make balanced folds."""
+class FoldGroupingError(InputError):
+    """Grouping chained too many prompts together to make balanced folds (a ValueError, as every InputError)."""
 
 
 class UnionFind:
@@ -275,6 +275,7 @@ def load_groups(folds_path, ids, folds=None):
     return groups
 
 
+@exit_on_data_error
 def main(argv=None):
     from core.dataset import read_prompts
     from core.targets import targets_for
@@ -293,15 +294,11 @@ def main(argv=None):
     if src.is_dir():
         src = src / "prompts.csv"
     t0 = time.time()
-    try:
-        frame = read_prompts(src)
-        emb = targets_for(args.targets, frame["imgId"].tolist())
-        kw = {"nprobe": args.nprobe} if args.mode == "fast" and args.nprobe else {}
-        folds, groups = make_folds(frame["imgId"], frame["prompt"], emb, k=args.k, threshold=args.threshold,
-                                   mode=args.mode, seed=args.seed, progress=True, **kw)
-    except (DataError, FoldGroupingError) as e:
-        print_error(e)
-        return 2
+    frame = read_prompts(src)
+    emb = targets_for(args.targets, frame["imgId"].tolist())
+    kw = {"nprobe": args.nprobe} if args.mode == "fast" and args.nprobe else {}
+    folds, groups = make_folds(frame["imgId"], frame["prompt"], emb, k=args.k, threshold=args.threshold,
+                               mode=args.mode, seed=args.seed, progress=True, **kw)
     stats = group_stats(groups)
     meta = save_folds(args.out, frame["imgId"], folds, {
         "k": args.k, "threshold": args.threshold, "mode": args.mode, "seed": args.seed,

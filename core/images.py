@@ -86,7 +86,8 @@ def _unidentified(src):
     """Why PIL found no image format in `src` (a path): empty, text, or unknown bytes."""
     if not isinstance(src, (str, os.PathLike)):
         return "no image format recognised in the bytes"
-    head = Path(src).read_bytes()[:64]
+    with open(src, "rb") as f:
+        head = f.read(64)
     if not head:
         return "empty file (0 bytes)"
     try:
@@ -124,12 +125,17 @@ def open_image(src):
             return to_rgb(im)
     except DataError:
         raise
-    except FileNotFoundError as e:
-        raise DataError(_name(src), "image file not found") from e
-    except Image.UnidentifiedImageError as e:
-        raise DataError(_name(src), _PREFIX + _unidentified(src)) from e
     except Exception as e:  # PIL raises many types for corrupt files
-        raise DataError(_name(src), f"{_PREFIX}{type(e).__name__}: {e}") from e
+        raise _decode_error(src, e) from e
+
+
+def _decode_error(src, e):
+    """The DataError for an exception raised while opening or decoding `src`."""
+    if isinstance(e, FileNotFoundError):
+        return DataError(_name(src), "image file not found")
+    if isinstance(e, _pil().UnidentifiedImageError):
+        return DataError(_name(src), _PREFIX + _unidentified(src))
+    return DataError(_name(src), f"{_PREFIX}{type(e).__name__}: {e}")
 
 
 # A PNG's verify() checks every chunk's CRC up to IEND (truncation, bit rot) without inflating the
@@ -155,12 +161,8 @@ def image_problem(src, decode=False):
         return None
     except DataError as e:
         return e.problem
-    except FileNotFoundError:
-        return "image file not found"
-    except Image.UnidentifiedImageError:
-        return _PREFIX + _unidentified(src)
     except Exception as e:
-        return f"{_PREFIX}{type(e).__name__}: {e}"
+        return _decode_error(src, e).problem
 
 
 def scan_images(paths, progress=True, decode=False, workers=None):
@@ -176,7 +178,7 @@ def scan_images(paths, progress=True, decode=False, workers=None):
     bad = []
     with ThreadPoolExecutor(workers) as pool, tqdm(total=len(paths), desc="scan images", unit="img",
                                                      disable=not progress) as bar:
-        for path, reason in zip(paths, pool.map(lambda p: image_problem(p, decode), paths, chunksize=64)):
+        for path, reason in zip(paths, pool.map(lambda p: image_problem(p, decode), paths)):
             if reason is not None:
                 bad.append((path, reason))
             bar.update()
