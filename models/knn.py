@@ -10,6 +10,7 @@ Search (models/knn_index.py): faiss, exact (`knn.index: flat`) or IVF (`ivf`; `a
 size), never an N x N matrix. Fold discipline: fold k's rows are predicted from neighbours in the
 other folds only, with features of a model that never saw fold k.
 """
+import functools
 import logging
 import time
 from pathlib import Path
@@ -123,8 +124,9 @@ def backbone_state(spec, ckpt_path=None):
     return model.backbone.state_dict()
 
 
-def _features(spec, fcfg, frame, path_or_key, precision, env, progress, desc):
-    """Unit float16 features of `frame`'s images: cached by key (frozen backbone) or at a path (fold model)."""
+def _features(spec, fcfg, frame, path_or_key, precision, env, progress, desc, model_fn):
+    """Unit float16 features of `frame`'s images: cached by key (frozen backbone) or at a path (fold model).
+    `model_fn()`: the feature model and its preprocessing, built on first use."""
     from models.data import choose_source, open_source
     from models.distributed import barrier, broadcast_object
 
@@ -133,7 +135,7 @@ def _features(spec, fcfg, frame, path_or_key, precision, env, progress, desc):
     def compute(path):
         kind = broadcast_object(choose_source(fcfg["data"]["source"], len(frame), size, fcfg["data"]["cache_dir"])
                                 if env.is_main else None, env)
-        model, pre = feature_model(spec, env.device)
+        model, pre = model_fn()
         source = open_source(kind, frame, fcfg, env, progress)
         try:
             return extract_features(model, pre, source, fcfg["predict"]["batch_size"], env.device, precision, env,
@@ -157,6 +159,7 @@ def _fold_features(cfg, spec, fold, data, run_dir, env, progress, keys):
     fcfg = {**spec["config"], "data": cfg["data"], "predict": cfg["predict"]}
     size, interp = fcfg["image"]["size"], fcfg["image"]["interpolation"]
     precision = autocast_for(fcfg["train"]["precision"], env.device)[1]
+    model_fn = functools.cache(lambda: feature_model(spec, env.device))  # once for train and test, if needed
     out = []
     for name, frame in (("train", data.train), ("test", data.test)):
         if spec.get("identity"):
@@ -165,7 +168,7 @@ def _fold_features(cfg, spec, fold, data, run_dir, env, progress, keys):
             where, desc = keys[name], f"frozen {name} features"
         else:
             where, desc = Path(run_dir) / "features" / f"fold{fold}_{name}.npy", f"fold{fold} {name} features"
-        out.append(_features(spec, fcfg, frame, where, precision, env, progress, desc))
+        out.append(_features(spec, fcfg, frame, where, precision, env, progress, desc, model_fn))
     return out
 
 
