@@ -1,5 +1,7 @@
 """Odd image files: every readable one decodes to the right RGB pixels; unreadable ones are named, all at once."""
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -22,6 +24,15 @@ def png_bytes(im, **kw):
     buf = io.BytesIO()
     im.save(buf, format=kw.pop("format", "PNG"), **kw)
     return buf.getvalue()
+
+
+def rgb_png_bytes(width, height, bit_depth, idat):
+    """An RGB PNG built chunk by chunk, for the files PIL will not write (48-bit, a lying header)."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, 2, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
 
 
 def decoded(tmp_path, data, name="x.png"):
@@ -74,17 +85,10 @@ def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path):
 
 
 def test_sixteen_bit_rgb_keeps_the_high_byte(tmp_path):
-    import struct
-    import zlib
-
     # PIL cannot write 48-bit PNGs: build one by hand (the image card x 257 per channel)
     rows = b"".join(b"\x00" + b"".join(struct.pack(">HHH", *(int(c) * 257 for c in px)) for px in row) for row in CARD)
 
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 32, 24, 16, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    data = rgb_png_bytes(32, 24, 16, zlib.compress(rows))
     assert np.array_equal(decoded(tmp_path, data), CARD)
 
 
@@ -140,15 +144,8 @@ def test_tiny_and_large_images(tmp_path):
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # pytest resets core.images' filter
 def test_header_above_the_pixel_limit_is_refused(tmp_path):
-    import struct
-    import zlib
-
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
     # a 20000 x 20000 header (400 MP) with hardly any pixel data: refused before anything is allocated
-    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+    data = rgb_png_bytes(20000, 20000, 8, zlib.compress(b"\0" * 100))
     with pytest.raises(DataError, match=r"huge\.png: .*pixels is above .*MAX_IMAGE_PIXELS"):
         decoded(tmp_path, data, "huge.png")
     assert 20000 * 20000 > MAX_IMAGE_PIXELS >= 6000 * 4000

@@ -1,9 +1,11 @@
 """Fuzzing the readers of hand-made files: any input gives a valid result or a DataError / ConfigError,
 never another exception type (a traceback in front of the user)."""
+from functools import partial
+
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, example, find, given, settings
 from hypothesis import strategies as st
 
 from core.dataset import IMG_ID_PATTERN, read_bad_images, read_prompts
@@ -223,3 +225,15 @@ def test_fuzz_targets_are_real(scratch):
     (scratch / "s.csv").write_text("imgId_eId,val\n" + "".join(f"a_{d},0.5\n" for d in range(DIM)))
     assert read_submission(scratch / "s.csv", dim=DIM)[0] == ["a"]
     assert load_config(REPO / "configs" / "vit_demo.yaml")["name"] == "vit_demo"
+    # and the strategies themselves draw files the readers accept (find raises if none turns up)
+    for strategy, reader in ((prompts_files(), read_prompts), (submission_files(), partial(read_submission, dim=DIM))):
+        find(strategy, partial(_reads, reader, scratch / "found.csv"), settings=settings(max_examples=500, database=None))
+
+
+def _reads(reader, path, data):
+    path.write_bytes(data)
+    try:
+        reader(path)
+    except DataError:
+        return False
+    return True

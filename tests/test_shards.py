@@ -4,6 +4,7 @@ import tarfile
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from core.errors import DataError
@@ -122,7 +123,7 @@ def test_two_ranks_two_workers_read_each_image_once(dataset, shards):
         assert len(batches) == len(rows) // (world * bsz)  # the same number of steps on every rank
         out = list(src.iterate(batches, "cpu"))
         for b, x in zip(batches, out):  # each batch holds exactly the pixels of its rows
-            assert torch_equal(x, next(iter(cache.iterate([b], "cpu"))))
+            assert torch.equal(x, next(iter(cache.iterate([b], "cpu"))))
         assert len(out) == len(batches)
         seen += [int(r) for b in batches for r in b]
     assert len(seen) == len(set(seen)) and set(seen) <= set(rows.tolist())  # no image twice within the epoch
@@ -134,11 +135,7 @@ def test_two_ranks_two_workers_read_each_image_once(dataset, shards):
     assert not all(np.array_equal(a, b) for a, b in zip(other, plans[0]))  # another epoch, another order
     # resume at step 1: the rest of the epoch, batch for batch
     full = list(src.iterate(plans[0], "cpu"))
-    assert all(torch_equal(a, b) for a, b in zip(src.iterate(plans[0][1:], "cpu"), full[1:]))
-
-
-def torch_equal(a, b):
-    return a.shape == b.shape and bool((a == b).all())
+    assert all(torch.equal(a, b) for a, b in zip(src.iterate(plans[0][1:], "cpu"), full[1:]))
 
 
 def test_prediction_split_over_ranks_covers_every_row_once(shards):
