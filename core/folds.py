@@ -220,7 +220,7 @@ def load_folds(path, ids=None):
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "folds file not found; run `python -m core.folds` first")
-    frame = pd.read_csv(path, dtype={"imgId": str})
+    frame = pd.read_csv(path, dtype={"imgId": str}, keep_default_na=False)  # an imgId "NA" is an id
     missing = [c for c in FOLDS_FILE_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(path, f"missing column(s) {missing}")
@@ -256,7 +256,7 @@ def load_groups(folds_path, ids, folds=None):
     path = groups_path(folds_path)
     if not path.is_file():
         return None
-    frame = pd.read_csv(path, dtype={"imgId": str})
+    frame = pd.read_csv(path, dtype={"imgId": str}, keep_default_na=False)  # an imgId "NA" is an id
     missing = [c for c in GROUPS_FILE_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(path, f"missing column(s) {missing}")

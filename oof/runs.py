@@ -86,7 +86,7 @@ def _check_array(path, arr, ids):
 def read_ids(path):
     if not path.is_file():
         raise DataError(path, "missing")
-    frame = pd.read_csv(path, dtype={"imgId": str})
+    frame = pd.read_csv(path, dtype={"imgId": str}, keep_default_na=False)  # an imgId "NA" is an id
     if "imgId" not in frame.columns:
         raise DataError(path, "missing column imgId")
     ids = frame["imgId"].tolist()

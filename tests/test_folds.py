@@ -146,3 +146,19 @@ def test_cli_writes_groups_beside_folds_and_leaves_folds_csv_alone(tmp_path, cap
     assert len(set(groups.tolist())) == 40
     for k in range(20):
         assert groups[k] == groups[k + 40] and folds[k] == folds[k + 40]
+
+
+def test_ids_pandas_would_read_as_missing_are_kept(tmp_path):
+    """imgIds like NA / null / nan follow the id rule: folds.csv, groups.csv and a run's id files keep them."""
+    from core.folds import load_folds, load_groups, save_folds, save_groups
+    from core.io import save_csv
+    from oof.runs import read_ids
+    import pandas as pd
+
+    ids = ["NA", "null", "nan", "None", "b"]
+    save_folds(tmp_path / "folds.csv", ids, np.array([0, 1, 0, 1, 0]), {"k": 2})
+    save_groups(tmp_path / GROUPS_FILE, ids, np.arange(5))
+    assert load_folds(tmp_path / "folds.csv", ids).tolist() == [0, 1, 0, 1, 0]
+    assert load_groups(tmp_path / "folds.csv", ids).tolist() == [0, 1, 2, 3, 4]
+    save_csv(tmp_path / "oof_ids.csv", pd.DataFrame({"imgId": ids}))
+    assert read_ids(tmp_path / "oof_ids.csv") == ids
