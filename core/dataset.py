@@ -280,16 +280,17 @@ def read_bad_images(path):
     return frame
 
 
-def write_checked_view(data_dir, out_dir, bad, encoding="utf-8"):
+def write_checked_view(data_dir, out_dir, bad, frame):
     """A training set without its unreadable images, for every later stage to read as one:
     OUT/prompts.csv (the rows of the readable images, extra columns kept), OUT/images -> DATA/images
-    (a link: nothing copied) and OUT/bad_images.csv (the rows left out, with the reasons)."""
+    (a link: nothing copied) and OUT/bad_images.csv (the rows left out, with the reasons).
+    `frame`: DATA as load_dataset read it."""
     import os
 
     from core.io import save_csv
 
     data_dir, out_dir = Path(data_dir).resolve(), Path(out_dir)
-    frame = read_prompts(data_dir / PROMPTS_FILE, encoding)
+    frame = frame.drop(columns="path")  # prompts.csv's own columns
     bad_ids = {Path(p).stem for p, _ in bad}
     kept = frame[~frame["imgId"].isin(bad_ids)]
     if kept.empty:
@@ -327,7 +328,7 @@ def main(argv=None):
                          encoding=args.encoding)
     if args.write_checked:
         bad = scan_images(frame["path"], decode=args.decode)
-        kept = write_checked_view(args.data, args.write_checked, bad, args.encoding)
+        kept = write_checked_view(args.data, args.write_checked, bad, frame)
         print(f"wrote {args.write_checked}: {len(kept)} of {len(frame)} images readable; "
               f"{len(bad)} left out, listed in {Path(args.write_checked) / BAD_IMAGES_FILE}")
         for path, reason in bad:
