@@ -14,6 +14,7 @@ import yaml
 
 from core.errors import InputError
 from core.io import sha256_json
+from models.knn_index import INDEX_KINDS
 
 DEFAULTS = {
     "name": None,  # run name; default: the config file's stem
@@ -285,12 +286,6 @@ def validate(cfg, path="config"):
     else:
         knn = cfg["knn"]
         need(bool(knn["features_from"]) != bool(knn["backbone"]), "knn needs exactly one of knn.features_from or knn.backbone")
-    knn = cfg["knn"]
-    need(knn["index"] in ("auto", "flat", "ivf"), f"knn.index must be auto, flat or ivf, got {knn['index']!r}")
-    for key, allow_null in (("nprobe", False), ("nlist", True)):
-        v = knn[key]
-        need((allow_null and v is None) or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
-             f"knn.{key} must be {'null or ' if allow_null else ''}an integer >= 1, got {v!r}")
     need(cfg["head"]["type"] in ("linear", "mlp"), "head.type must be linear or mlp")
     need(cfg["loss"]["type"] in ("cosine", "residual_mse"), "loss.type must be cosine or residual_mse")
     need(cfg["train"]["precision"] in ("auto", "fp32", "bf16", "fp16"), "train.precision must be auto, fp32, bf16 or fp16")
@@ -299,13 +294,6 @@ def validate(cfg, path="config"):
     _check_ranges(cfg, need)
     need(cfg["data"]["source"] in DATA_SOURCES,
          f"data.source must be one of {list(DATA_SOURCES)}, got {cfg['data']['source']!r}")
-    need(cfg["data"]["sample_per_prompt"] in (None, 0, 1), "data.sample_per_prompt must be null/0 (off) or 1")
-    workers, buffer = cfg["data"]["workers"], cfg["data"]["shuffle_buffer"]
-    need(workers is None or (isinstance(workers, int) and workers >= 0), "data.workers must be null or an integer >= 0")
-    need(isinstance(buffer, int) and buffer >= 1, "data.shuffle_buffer must be an integer >= 1")
-    clip = cfg["train"]["clip_grad"]
-    need(clip is None or (isinstance(clip, (int, float)) and not isinstance(clip, bool) and clip > 0),
-         f"train.clip_grad must be null or a positive number, got {clip!r}")
     try:
         parse_checkpoint_every(cfg["train"]["checkpoint_every"])
     except ValueError as e:
@@ -354,6 +342,14 @@ RANGES = [
     ("predict", "batch_size", lambda v: v >= 1, ">= 1"),
     ("knn", "k", lambda v: v >= 1, ">= 1"),
     ("knn", "temperature", lambda v: _num(v) and v > 0, "a positive number"),
+    ("knn", "index", lambda v: v in INDEX_KINDS, f"one of {list(INDEX_KINDS)}"),
+    ("knn", "nprobe", lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    ("knn", "nlist", lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1"),
+    ("data", "sample_per_prompt", lambda v: v in (None, 0, 1), "null/0 (off) or 1"),
+    ("data", "workers", lambda v: v is None or (isinstance(v, int) and v >= 0), "null or an integer >= 0"),
+    ("data", "shuffle_buffer", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    ("train", "clip_grad", lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0),
+     "null or a positive number"),
     ("knn", "backbone", lambda v: v is None or isinstance(v, dict), "null or a backbone section"),
     ("backbone", "pretrained", lambda v: v is None or isinstance(v, (bool, str)),
      "null, true, a pretrained tag or a checkpoint file"),
