@@ -91,3 +91,23 @@ def test_refuses_without_cuda_and_without_a_pipeline_folder(tmp_path, capsys, mo
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {tmp_path / 'nowhere'}: --sd2 needs")
     assert not out.exists()
+
+
+def test_a_model_out_of_memory_is_reported_and_the_run_goes_on(tmp_path, capsys, monkeypatch):
+    import bench.gpu_check.cli as cli
+
+    measure = cli.measure_model
+
+    def vit_out_of_memory(cfg, steps, device, tmp):
+        if cfg["name"] == "vit_h14":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return measure(cfg, steps, device, tmp)
+
+    monkeypatch.setattr(cli, "measure_model", vit_out_of_memory)
+    out = tmp_path / "gpu_check.json"
+    assert main(["--smoke", "--out", str(out), "--models", "vit_h14", "convnext_xxl"]) == 1
+    report = read_json(out)
+    assert report["complete"]
+    assert report["models"]["vit_h14"]["error"].startswith(f"out of memory at batch {SMOKE_BATCH}")
+    assert report["models"]["convnext_xxl"]["trainer_images_per_sec"] > 0
+    assert "vit_h14        error: out of memory" in capsys.readouterr().out
