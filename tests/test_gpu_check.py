@@ -94,7 +94,7 @@ def test_refuses_without_cuda_and_without_a_pipeline_folder(tmp_path, capsys, mo
 
 
 def test_a_model_out_of_memory_is_reported_and_the_run_goes_on(tmp_path, capsys, monkeypatch):
-    import bench.gpu_check.cli as cli
+    from bench.gpu_check import cli
 
     measure = cli.measure_model
 
