@@ -58,21 +58,11 @@ def measure_with_stream(cfg, steps, device, tmp, frame):
     return row
 
 
-@exit_on_data_error
-def main(argv=None):
-    args = parse_args(argv)
-    start = time.perf_counter()
-    if not args.smoke and not torch.cuda.is_available():
-        raise NoCudaDevice("no CUDA device (torch.cuda.is_available() is False): the GPU figures need one; "
-                           "--smoke runs the same checks on the CPU at toy sizes")
-    if args.sd2:
-        check_pipeline_folder(args.sd2)
-    scale = SMOKE if args.smoke else GPU
-    device = torch.device("cpu" if args.smoke else "cuda")
+def run_check(args, scale, device, configs, start):
+    """Measure every model (then SD2), rewriting the JSON after each; return the report."""
     steps, n_images = args.steps or scale.steps, args.images or scale.images
-    configs = {key: model_config(key, scale, args.set) for key in args.models}  # bad overrides fail here, at once
     report = {"smoke": args.smoke, "complete": False, "environment": device_info(device), "steps": steps,
-              "budget_seconds": BUDGET_SECONDS, "models": {}, "sd2": None,
+              "torch_threads": torch.get_num_threads(), "budget_seconds": BUDGET_SECONDS, "models": {}, "sd2": None,
               "sd2_skipped": None if args.sd2 else "no --sd2 pipeline folder given"}
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         tmp = Path(tmp)
@@ -90,6 +80,28 @@ def main(argv=None):
     report["wall_seconds"] = time.perf_counter() - start
     report["complete"] = True
     write_json(args.out, report)
+    return report
+
+
+@exit_on_data_error
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.perf_counter()
+    if not args.smoke and not torch.cuda.is_available():
+        raise NoCudaDevice("no CUDA device (torch.cuda.is_available() is False): the GPU figures need one; "
+                           "--smoke runs the same checks on the CPU at toy sizes")
+    if args.sd2:
+        check_pipeline_folder(args.sd2)
+    scale = SMOKE if args.smoke else GPU
+    device = torch.device("cpu" if args.smoke else "cuda")
+    configs = {key: model_config(key, scale, args.set) for key in args.models}  # bad overrides fail here, at once
+    threads = torch.get_num_threads()
+    if args.smoke:  # toy models gain nothing from threads, and on a busy CPU OpenMP threads waiting on each other
+        torch.set_num_threads(1)  # made the smoke run 5x slower
+    try:
+        report = run_check(args, scale, device, configs, start)
+    finally:
+        torch.set_num_threads(threads)
     print(format_table(report))
     over = "" if args.smoke or report["wall_seconds"] <= BUDGET_SECONDS else f" (over the {BUDGET_SECONDS} s budget)"
     print(f"{report['wall_seconds']:.0f} s{over}; wrote {args.out}")
