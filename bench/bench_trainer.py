@@ -2,14 +2,14 @@
 
     python -m bench.bench_trainer [--steps 20] [--batch 64] [--size 64] [--threads 2]
 
-bare:    the same model, batch size and AdamW step on random tensors already in memory
-trainer: models.loop.train_fold reading a uint8 memory-mapped image cache, with batched
-         augmentation, normalisation, LR schedule and loss (the OOF evaluation is switched off)
+bare:    the same model, batch size and AdamW step on a random batch already in memory
+trainer: models.loop.train_one_epoch reading a uint8 memory-mapped image cache, with batched
+         augmentation, normalisation, LR schedule and loss (bench/train_step.py says what each runs)
 Prints images/s of each and the ratio trainer / bare (target >= 0.9). A and B alternate
 twice and the better of each is kept, since this machine is noisy. Whole-loop ratios still
 swing by +-10% here, so it also times the trainer's data path alone (cache read, batched
 augmentation, normalisation; many repetitions, median) and prints the ratio it implies:
-model step / (model step + data path).
+model step / (model step + data path). bench.gpu_check runs the same comparison on a GPU.
 """
 import argparse
 import tempfile
@@ -19,55 +19,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.config import load_config
-from models.distributed import DistEnv
+from bench.train_step import bare_seconds, fold_model, synthetic_cache, trainer_seconds, unit_targets
 from models.augment import augment_batch, normalize
-from models.engine import batch_tensor, make_optimizer
-from models.loop import train_fold
-from models.net import build_model, training_loss
+from models.config import load_config
+from models.engine import batch_tensor
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIGS = ["configs/convnext_demo.yaml", "configs/eva_demo.yaml", "configs/vit_demo.yaml"]
+CACHE_BATCHES = 4  # distinct batches in the synthetic cache; the trainer takes its rows in turn
 
 
-def bare_loop(cfg, steps, batch, size):
-    torch.manual_seed(0)
-    model, _ = build_model(cfg, np.zeros(384), np.ones(384))
-    model.train()
-    opt = make_optimizer(model, cfg["train"])
-    x = torch.randn(batch, 3, size, size)
-    y = torch.nn.functional.normalize(torch.randn(batch, 384), dim=1)
-    t0 = time.perf_counter()  # timed from the first step, as the trainer times its epoch
-    for _ in range(steps):
-        loss = training_loss(model, model(x), y, cfg["loss"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return steps * batch / (time.perf_counter() - t0)
-
-
-def trainer_loop(cfg, steps, batch, size, tmp):
-    n = batch * steps
-    rng = np.random.default_rng(0)
-    images = np.lib.format.open_memmap(Path(tmp) / "cache.npy", mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
-    images[:] = rng.integers(0, 256, size=images.shape, dtype=np.uint8)
-    images.flush()
-    images = np.load(Path(tmp) / "cache.npy", mmap_mode="r")
-    targets = rng.normal(size=(n, 384)).astype(np.float32)
-    targets /= np.linalg.norm(targets, axis=1, keepdims=True)
-    _, _, _, stats = train_fold(cfg, 0, images, targets, np.arange(n), np.arange(0), Path(tmp) / "fold", DistEnv(),
-                                progress=False)
-    return stats["train_images_per_sec"]
-
-
-def data_path_seconds(cfg, batch, size, tmp, reps=40):
+def data_path_seconds(cfg, pre, batch, size, tmp, reps=40):
     """Median seconds per batch of what the trainer adds to a bare step: memmap read + augment + normalize."""
     n = batch * 8
-    images = np.lib.format.open_memmap(Path(tmp) / "data_path.npy", mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
-    images[:] = np.random.default_rng(1).integers(0, 256, size=images.shape, dtype=np.uint8)
-    images.flush()
-    images = np.load(Path(tmp) / "data_path.npy", mmap_mode="r")
-    _, pre = build_model(cfg, np.zeros(384), np.ones(384))
+    images = synthetic_cache(Path(tmp) / "data_path.npy", n, size, seed=1)
     gen = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
     times = []
@@ -90,14 +55,17 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     print(f"{args.steps} steps of batch {args.batch} at {args.size} px, {args.threads} threads")
     for path in args.configs:
-        cfg = load_config(REPO / path, [f"train.batch_size={args.batch}", "train.epochs=1", "train.eval_every=0",
-                                        f"train.max_steps_per_epoch={args.steps}", f"image.size={args.size}"])
+        cfg = load_config(REPO / path, [f"train.batch_size={args.batch}", "train.epochs=1", f"image.size={args.size}"])
         bare, trainer = [], []
         with tempfile.TemporaryDirectory() as tmp:
+            images = synthetic_cache(Path(tmp) / "cache.npy", args.batch * CACHE_BATCHES, args.size)
+            targets = unit_targets(len(images))
+            fm = fold_model(cfg, targets, args.steps, "cpu")
             for _ in range(2):
-                bare.append(bare_loop(cfg, args.steps, args.batch, args.size))
-                trainer.append(trainer_loop(cfg, args.steps, args.batch, args.size, tmp))
-            data_s = data_path_seconds(cfg, args.batch, args.size, tmp)
+                bare.append(args.steps * args.batch / bare_seconds(fm, cfg, args.steps, "cpu"))
+                seconds, _ = trainer_seconds(fm, cfg, images, targets, args.steps, "cpu")
+                trainer.append(args.steps * args.batch / seconds)
+            data_s = data_path_seconds(cfg, fm.pre, args.batch, args.size, tmp)
         b, t = max(bare), max(trainer)
         step_s = args.batch / b
         print(f"{cfg['name']:<16} bare {b:7.1f} img/s   trainer {t:7.1f} img/s   ratio {t / b:.3f}  (target >= 0.9)"
