@@ -136,6 +136,23 @@ def test_pixels_do_not_depend_on_the_cpus_float_kernels(recorded_sets, tmp_path)
             assert not diff.any(), f"{p.name}: {np.count_nonzero(diff)} values differ, by up to {diff.max()} levels"
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_multiply_add_rounds_once(dtype):
+    """The demo's luminance helper against exact rational arithmetic (then rounded to the nearest float64 and, for
+    float32, to float32 as a float32 FMA's operands converted to float64 would be)."""
+    from fractions import Fraction
+
+    from datagen.demo.imageops import fused_multiply_add
+
+    rng = np.random.default_rng(0)
+    x, y, z = ((rng.uniform(-1, 1, 2000) * 10.0 ** rng.integers(-3, 4, 2000)).astype(dtype) for _ in range(3))
+    got = fused_multiply_add(x, y, z)
+    want = np.array([float(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))) for a, b, c in zip(x, y, z)])
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, want.astype(dtype))
+    assert (x * y + z != got).any()  # the plain sum rounds twice: the test can tell them apart
+
+
 def test_first_recorded_set_draws_every_option():
     first = RECORD["sets"][0]["settings"]
     scenes = [r.scene for r in plan_rows(first["n_train"] + first["n_test"], seed=first["seed"])]
