@@ -138,8 +138,8 @@ def test_pixels_do_not_depend_on_the_cpus_float_kernels(recorded_sets, tmp_path)
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fused_multiply_add_rounds_once(dtype):
-    """The demo's luminance helper against exact rational arithmetic (then rounded to the nearest float64 and, for
-    float32, to float32 as a float32 FMA's operands converted to float64 would be)."""
+    """The luminance's helper against exact rational arithmetic rounded to the nearest float64 (and then to float32
+    for float32 inputs: the double rounding its docstring states)."""
     from fractions import Fraction
 
     from datagen.demo.imageops import fused_multiply_add
