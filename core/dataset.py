@@ -162,14 +162,15 @@ def _index_images(images_dir):
             continue
         if p.stem in found:
             twice.append(p.stem)
-        # Prefer <id>.png when an id has several files.
+        # Prefer <id>.png when an id has several files, else the first by name.
         if p.stem not in found or p.suffix.lower() == ".png":
             found[p.stem] = p
     if other:
         _log.warning("%s: %d file(s) without an image extension %s skipped: %s", images_dir, len(other),
                      IMAGE_EXTENSIONS, _shown(other))
     if twice:
-        _log.warning("%s: %d id(s) have several image files (the .png is used): %s", images_dir, len(twice), _shown(twice))
+        _log.warning("%s: %d id(s) have several image files (the .png is used, else the first by name): %s",
+                     images_dir, len(twice), _shown(twice))
     return found
 
 

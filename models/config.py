@@ -312,7 +312,7 @@ def _int(x):
 RANGES = [
     ("train", "batch_size", lambda v: v >= 1, ">= 1"),
     ("train", "grad_accum", lambda v: v >= 1, ">= 1"),
-    ("train", "lr", lambda v: _num(v) and v >= 0, ">= 0 (0 freezes the weights: tests use it)"),
+    ("train", "lr", lambda v: _num(v) and v >= 0, ">= 0 (0 keeps the weights fixed)"),
     ("train", "min_lr", lambda v: _num(v) and v >= 0, ">= 0"),
     ("train", "weight_decay", lambda v: _num(v) and v >= 0, ">= 0"),
     ("train", "warmup_epochs", lambda v: _num(v) and v >= 0, ">= 0"),

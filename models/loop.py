@@ -222,8 +222,9 @@ def evaluate(model, source, rows, targets, cfg, pre, device, precision, env):
 def end_of_epoch(fm, st, cfg, fold, source, targets, val_rows, inner_rows, env):
     """Monitoring cosine, early-stopping record and the log row of the epoch just trained."""
     tcfg, epoch = cfg["train"], st.epoch
-    val_cos = float("nan")
-    if tcfg["eval_every"] and ((epoch + 1) % tcfg["eval_every"] == 0 or epoch + 1 == tcfg["epochs"]):
+    val_cos = float("nan")  # the log file's empty cell: not evaluated this epoch
+    evaluated = bool(tcfg["eval_every"]) and ((epoch + 1) % tcfg["eval_every"] == 0 or epoch + 1 == tcfg["epochs"])
+    if evaluated:
         # The OOF fold's cosine is logged for monitoring only: it never picks an epoch.
         val_cos = evaluate(fm.eval_model, source, val_rows, targets, cfg, fm.pre, env.device, fm.precision, env)
     if len(inner_rows):
@@ -237,8 +238,9 @@ def end_of_epoch(fm, st, cfg, fold, source, targets, val_rows, inner_rows, env):
     loss = float(np.mean(st.epoch_losses)) if st.epoch_losses else float("nan")
     st.log_rows.append([fold, epoch + 1, loss, val_cos, lr, round(st.epoch_seconds, 2)])
     if env.is_main:
-        _log.info("fold %d epoch %d/%d: loss %.4f val_cosine %.4f lr %.2e %.1fs", fold, epoch + 1, tcfg["epochs"],
-                  loss, val_cos, lr, st.epoch_seconds)
+        shown = f" val_cosine {val_cos:.4f}" if evaluated else ""
+        _log.info("fold %d epoch %d/%d: loss %.4f%s lr %.2e %.1fs", fold, epoch + 1, tcfg["epochs"], loss, shown, lr,
+                  st.epoch_seconds)
     st.epoch, st.step, st.epoch_losses, st.epoch_seconds = epoch + 1, 0, [], 0.0
 
 

@@ -14,7 +14,7 @@ CFG = REPO / "configs" / "vit_demo.yaml"
     ("train.epochs=ten", r"train\.epochs must be an integer, got 'ten' \(str\)"),
     ("train.epochs=2.5", r"train\.epochs must be an integer, got 2\.5"),
     ("train.epochs=0", r"train\.epochs must be >= 1"),
-    ("train.lr=-1e-3", r"train\.lr must be >= 0 .*, got -0\.001"),
+    ("train.lr=-1e-3", r"train\.lr must be >= 0 \(0 keeps the weights fixed\), got -0\.001"),
     ("train.lr=.nan", r"train\.lr must be >= 0 .*, got nan"),
     ("train.lr=fast", r"train\.lr must be a number, got 'fast'"),
     ("train.batch_size=0", r"train\.batch_size must be >= 1, got 0"),

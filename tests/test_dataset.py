@@ -1,4 +1,6 @@
 """Bad input gives a clear error naming the file."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -79,3 +81,14 @@ def test_duplicate_ids(tmp_path):
     (tmp_path / "prompts.csv").write_text("imgId,prompt\na1,x\na1,y\n")
     with pytest.raises(DataError, match=r"prompts\.csv: 1 duplicate imgId.*a1"):
         read_prompts(tmp_path / "prompts.csv")
+
+
+def test_an_id_with_several_image_files_uses_the_png(tmp_path, caplog):
+    make_set(tmp_path)
+    for name in ("a1.jpg", "b2.jpg", "b2.webp"):  # a1: .jpg beside the .png; b2 (no .png left): two others
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / name)
+    (tmp_path / "images" / "b2.png").unlink()
+    with caplog.at_level("WARNING", logger="core.dataset"):
+        frame = load_dataset(tmp_path)
+    assert [Path(p).name for p in frame["path"]] == ["a1.png", "b2.jpg", "c3.png"]  # the .png, else the first by name
+    assert "2 id(s) have several image files (the .png is used, else the first by name): ['a1', 'b2']" in caplog.text

@@ -1,7 +1,12 @@
 """The procedural demo dataset: determinism, layout, visible wording, near-duplicates."""
 import hashlib
+import json
+import os
 import re
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,6 +16,7 @@ from PIL import Image
 from core.dataset import load_dataset
 from datagen import demo
 from datagen.demo import Group, Scene, generate_demo, plan_rows, render
+from tests.conftest import REPO
 
 SMALL = dict(n_train=14, n_test=6, size=24)
 
@@ -52,30 +58,104 @@ def test_same_seed_gives_identical_files(generated, tmp_path):
     assert all(a[k] == b[k] for k in a), [k for k in a if a[k] != b[k]][:3]
 
 
-def tree_sha256(root):
-    """One sha256 over every file under `root`: relative path, a NUL, then the bytes, in sorted order."""
-    h = hashlib.sha256()
-    for name, data in files_of(root).items():
-        h.update(name.encode() + b"\0" + data)
-    return h.hexdigest()
+# The demo's output, recorded as facts that hold on every machine (tests/data/demo_record.json). The split of
+# the single-file datagen/demo.py into the datagen/demo/ package had to move code, not change output; any later
+# change to the output shows here too. The first set draws every kind, background, style, framing, tag
+# and relation at least once; the second renders at the default 64 px.
+#  - CSVs byte for byte: ids are sha256s of integers, and prompts come from numpy's integer PCG64 streams through
+#    choices that use only exact IEEE operations (cumulative sums, divisions, comparisons): no float kernel that
+#    differs between CPUs is involved. (A pandas upgrade that writes CSVs differently would show here.)
+#  - Pixels as per-image, per-channel mean levels within MEAN_LEVEL_TOL: pixels come from float math (numpy,
+#    scipy, Pillow). test_pixels_do_not_depend_on_the_cpus_float_kernels checks that other kernels give the
+#    same pixels here; the tolerance leaves room for a platform that cannot be emulated here and for the
+#    record's 3 decimals. For scale: when BLAS still computed the luminance, OpenBLAS's kernel for CPUs without
+#    AVX-512 moved 28 values of one image of the second set by 1 level (its mean by 0.007; 25 values in 11 of
+#    the default demo's 1,800 images); one level more red at the top of the sky background moves the images
+#    drawn on it by 0.18 to 1.3 levels.
+RECORD = json.loads((Path(__file__).parent / "data" / "demo_record.json").read_text())
+MEAN_LEVEL_TOL = 0.02
 
 
-# Regression checksums recorded with the single-file datagen/demo.py before it was split into the
-# datagen/demo/ package (issue 10): the split had to move code, not change output. The first set
-# draws every kind, background, style, framing, tag and relation at least once; the second renders
-# at the default 64 px. A deliberate change to the demo's output updates these values; so may a
-# Pillow/zlib/numpy/scipy upgrade (PNG bytes, resampling), in which case check pixels first.
-@pytest.mark.parametrize("settings, digest", [
-    (dict(n_train=170, n_test=30, size=24, seed=0), "98c3b67f4cd1aefa261e9f54f821d680870895daffab26938215b97fec77bb40"),
-    (dict(n_train=40, n_test=10, size=64, seed=3), "1df645672c59f7252a0af0f44dd514495b7ebbb918146ba8430c30d67d5549eb"),
-])
-def test_output_matches_checksum_recorded_before_the_split(tmp_path, settings, digest):
-    generate_demo(tmp_path, progress=False, **settings)
-    assert tree_sha256(tmp_path) == digest
+def demo_facts(root):
+    """What demo_record.json holds for one generated folder (it was written with this function)."""
+    root = Path(root)
+    csvs = {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in ("train/prompts.csv", "test_prompts.csv")}
+    means = {p.relative_to(root).as_posix(): [round(float(m), 3) for m in np.asarray(Image.open(p), np.float64).mean((0, 1))]
+             for p in sorted(root.rglob("*.png"))}
+    return {"csv_sha256": csvs, "mean_levels": means}
 
 
-def test_first_checksum_set_draws_every_option():
-    scenes = [r.scene for r in plan_rows(170 + 30, seed=0)]
+@pytest.fixture(scope="module")
+def recorded_sets(tmp_path_factory):
+    outs = []
+    for entry in RECORD["sets"]:
+        out = tmp_path_factory.mktemp("recorded")
+        generate_demo(out, progress=False, **entry["settings"])
+        outs.append(out)
+    return outs
+
+
+def test_prompts_and_ids_match_the_record(recorded_sets):
+    for entry, out in zip(RECORD["sets"], recorded_sets):
+        facts = demo_facts(out)
+        assert facts["csv_sha256"] == entry["csv_sha256"], entry["settings"]
+        assert facts["mean_levels"].keys() == entry["mean_levels"].keys(), entry["settings"]  # the image files
+
+
+def test_pixels_match_the_record(recorded_sets):
+    for entry, out in zip(RECORD["sets"], recorded_sets):
+        got = demo_facts(out)["mean_levels"]
+        off = {name: (got[name], want) for name, want in entry["mean_levels"].items()
+               if np.abs(np.subtract(got[name], want)).max() > MEAN_LEVEL_TOL}
+        assert not off, f"{entry['settings']}: {len(off)} images' mean levels moved, e.g. {list(off.items())[:3]}"
+
+
+def lowest_kernels_env():
+    """Environment for numpy's and OpenBLAS's most basic kernels on this CPU: no SIMD dispatch, an old core."""
+    from numpy._core import _multiarray_umath
+
+    return dict(os.environ, PYTHONPATH=str(REPO), NPY_DISABLE_CPU_FEATURES=" ".join(_multiarray_umath.__cpu_dispatch__),
+                OPENBLAS_CORETYPE="Prescott")
+
+
+def test_pixels_do_not_depend_on_the_cpus_float_kernels(recorded_sets, tmp_path):
+    """The recorded sets rendered again with numpy's baseline kernels and OpenBLAS's oldest core: the same pixels."""
+    script = ("import json, sys; from datagen.demo import generate_demo\n"
+              "for i, s in enumerate(json.loads(sys.argv[1])): generate_demo(f'{sys.argv[2]}/{i}', progress=False, **s)")
+    settings = json.dumps([entry["settings"] for entry in RECORD["sets"]])
+    res = subprocess.run([sys.executable, "-c", script, settings, str(tmp_path)], env=lowest_kernels_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for i, here in enumerate(recorded_sets):
+        other = tmp_path / str(i)
+        assert files_of(here).keys() == files_of(other).keys()
+        for p in sorted(here.rglob("*.png")):
+            a = np.asarray(Image.open(p), np.int16)
+            b = np.asarray(Image.open(other / p.relative_to(here)), np.int16)
+            diff = np.abs(a - b)
+            assert not diff.any(), f"{p.name}: {np.count_nonzero(diff)} values differ, by up to {diff.max()} levels"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_multiply_add_rounds_once(dtype):
+    """The luminance's helper against exact rational arithmetic rounded to the nearest float64 (and then to float32
+    for float32 inputs: the double rounding its docstring states)."""
+    from fractions import Fraction
+
+    from datagen.demo.imageops import fused_multiply_add
+
+    rng = np.random.default_rng(0)
+    x, y, z = ((rng.uniform(-1, 1, 2000) * 10.0 ** rng.integers(-3, 4, 2000)).astype(dtype) for _ in range(3))
+    got = fused_multiply_add(x, y, z)
+    want = np.array([float(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))) for a, b, c in zip(x, y, z)])
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, want.astype(dtype))
+    assert (x * y + z != got).any()  # the plain sum rounds twice: the test can tell them apart
+
+
+def test_first_recorded_set_draws_every_option():
+    first = RECORD["sets"][0]["settings"]
+    scenes = [r.scene for r in plan_rows(first["n_train"] + first["n_test"], seed=first["seed"])]
     assert {g.kind for s in scenes for g in s.groups} == set(demo.KINDS)
     assert {s.background for s in scenes} == set(demo.BACKGROUNDS) | {None}
     assert {s.style for s in scenes} == set(demo.STYLES) | {None}

@@ -55,6 +55,16 @@ def test_family_trains_and_writes_valid_artifacts(project, tmp_path, family):
     assert (tmp_path / family / "oof.npy").stat().st_mtime_ns == before
 
 
+def test_epoch_log_shows_the_cosine_only_when_evaluated(project, tmp_path, caplog):
+    cfg = cfg_for(project, "convnext", tmp_path / "r", epochs=3, steps=1, extra=["train.eval_every=2"])
+    with caplog.at_level("INFO", logger="models.loop"):
+        train_run(cfg, progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "models.loop" and " epoch " in r.getMessage()]
+    assert len(lines) == 6 and not any("nan" in ln for ln in lines), lines
+    # Epoch 2 by eval_every, epoch 3 as the last; epoch 1 is not evaluated.
+    assert [("val_cosine" in ln) for ln in lines] == [False, True, True] * 2, lines
+
+
 def test_changed_config_is_an_error_unless_overwrite(project, tmp_path):
     train_run(cfg_for(project, "convnext", tmp_path / "r"), progress=False)
     changed = cfg_for(project, "convnext", tmp_path / "r", extra=["train.lr=0.01"])

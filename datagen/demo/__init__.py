@@ -12,8 +12,10 @@ share one). Duplicates are shuffled across train and test, as in the real data.
 
 writes OUT/train/images/<imgId>.png, OUT/train/prompts.csv (imgId,prompt,scene),
 OUT/test/images/<imgId>.png and OUT/test_prompts.csv. Every image has its own random stream
-seeded from (seed, scene, copy), so output is byte-identical for the same settings whatever
-the order of rendering.
+seeded from (seed, scene, copy), so the output is the same for the same settings whatever the
+order of rendering. Ids and prompts use no float kernel that differs between CPUs; the pixels
+do not depend on numpy's SIMD level or the BLAS kernel either (imageops.luminance sums without
+BLAS; tests/test_demo.py renders under the most basic kernels and compares).
 
 Modules, one job each: grammar (scenes and their wording), vocab (colours, sizes, counts,
 relations), kinds / shapes / figures / creatures (what can be drawn), backgrounds, styles,
