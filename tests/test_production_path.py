@@ -194,6 +194,7 @@ def test_predictions_use_the_ema_weights(runs, project, name):
     images = build_image_cache(load_dataset(project / "data" / "train")["path"], SIZE, project / "cache", "bicubic",
                                progress=False)
     rows, bs = fold0_rows(project), run.cfg["predict"]["batch_size"]
+    torch.set_num_threads(run.cfg["train"]["num_threads"])  # the run's threads: the same bits
     with_ema = predict_rows(fm.ema.module, images, rows, fm.pre, bs, torch.device("cpu"), "fp32")
     with_live = predict_rows(fm.model, images, rows, fm.pre, bs, torch.device("cpu"), "fp32")
     oof = np.load(run.fold / "oof.npy")
@@ -382,6 +383,7 @@ def test_early_stopping_restores_the_best_epochs_weights(inner_val_run, project)
     assert all(torch.equal(saved[k], best[k]) for k in best)
     assert any(not torch.equal(saved[k], last[k]) for k in last)
     model, pre = build_model_for_inference(run.cfg, saved, torch.device("cpu"))
+    torch.set_num_threads(run.cfg["train"]["num_threads"])
     images = build_image_cache(load_dataset(project / "data" / "train")["path"], SIZE, project / "cache", "bicubic",
                                progress=False)
     pred = predict_rows(model, images, fold0_rows(project), pre, 128, torch.device("cpu"), "fp32")
