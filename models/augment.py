@@ -92,12 +92,27 @@ def _affine_grid(theta, h, w):
     return torch.einsum("hwk,bjk->bhwj", _BASE_GRIDS[key], theta)
 
 
+def warp(x, theta):
+    """Resample each image of a float batch (B, 3, H, W) through its affine `theta` (B, 2, 3): output -> input
+    coordinates, align_corners=False, bilinear, reflection padding. An image whose affine is the identity is
+    returned as it is (grid_sample would add ~1e-7 of rounding): augmentation switched off is a no-op."""
+    identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=theta.dtype, device=theta.device)
+    moved = torch.nonzero(~(theta == identity).all(dim=2).all(dim=1)).view(-1)
+    if moved.numel() == 0:
+        return x.clone()  # callers change the result in place
+    if moved.numel() < x.shape[0]:
+        x = x.clone()
+        x[moved] = warp(x[moved], theta[moved])
+        return x
+    grid = _affine_grid(theta.to(x.dtype), x.shape[2], x.shape[3])
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
 def augment_batch(x, aug, gen):
     """Augment a float batch (B, 3, S, S) in [0, 1]; deterministic given the generator state."""
     n, device = x.shape[0], x.device
     theta, chosen = random_affine(n, aug, gen, device)
-    grid = _affine_grid(theta.to(x.dtype), x.shape[2], x.shape[3])
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    x = warp(x, theta)
     mag = aug["randaugment_magnitude"] / 10.0
     if aug["randaugment_ops"] > 0 and mag > 0:
         def factor(op):

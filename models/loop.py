@@ -67,21 +67,21 @@ class FoldModel:
 
 
 def split_inner_rows(train_rows, fraction, seed, fold, groups=None):
-    """Hold out `fraction` of the training rows for early stopping (never the OOF fold).
+    """Hold out `fraction` of the training rows' groups for early stopping (never the OOF fold).
 
-    With `groups` (a key per row: the prompt), whole groups are held out, so no prompt is on both sides."""
+    `groups`: the group of every row (groups.csv: identical and near-duplicate prompts, as the folds
+    hold them). Whole groups are held out, so no group is on both sides; the held-out share is a share
+    of the groups. Required when fraction > 0."""
     train_rows = np.asarray(train_rows)
     if fraction <= 0:
         return train_rows, np.array([], dtype=np.int64)
+    if groups is None:
+        raise ValueError("an inner validation split needs the rows' prompt groups (groups.csv beside folds.csv)")
     rng = np.random.default_rng(derived_seed(seed, fold, 999))
-    if groups is not None:
-        keys = np.unique(groups[train_rows])
-        held = keys[rng.permutation(len(keys))[:max(1, int(len(keys) * fraction))]]
-        inner = np.isin(groups[train_rows], held)
-        return train_rows[~inner], train_rows[inner]
-    perm = rng.permutation(len(train_rows))
-    n_inner = max(1, int(len(train_rows) * fraction))
-    return train_rows[np.sort(perm[n_inner:])], train_rows[np.sort(perm[:n_inner])]
+    keys = np.unique(groups[train_rows])
+    held = keys[rng.permutation(len(keys))[:max(1, int(len(keys) * fraction))]]
+    inner = np.isin(groups[train_rows], held)
+    return train_rows[~inner], train_rows[inner]
 
 
 def build_fold_model(cfg, fold, targets, train_rows, updates_per_epoch, env):
@@ -245,18 +245,18 @@ def end_of_epoch(fm, st, cfg, fold, source, targets, val_rows, inner_rows, env):
 
 
 def train_fold(cfg, fold, images, targets, train_rows, val_rows, fold_dir, env, resume=False, progress=True,
-               sampler=None):
+               sampler=None, groups=None):
     """Train one fold; return (final model, preprocessing, log rows, stats).
 
     `images`: a source (models/data) or the memory-mapped cache. `sampler`: a PromptSampler over the
-    rows when data.sample_per_prompt is on (each epoch trains one image per prompt).
+    rows when data.sample_per_prompt is on (each epoch trains one image per prompt). `groups`: each
+    row's prompt group (groups.csv), needed when train.inner_val_fraction > 0.
     Raises TrainingInterrupted after saving `last.pt` when SIGTERM / SIGINT arrives.
     """
     from models.distributed import barrier
 
     tcfg, seed, source = cfg["train"], cfg["seed"], as_source(images)
-    train_rows, inner_rows = split_inner_rows(train_rows, tcfg["inner_val_fraction"], seed, fold,
-                                              sampler.prompt_key if sampler else None)
+    train_rows, inner_rows = split_inner_rows(train_rows, tcfg["inner_val_fraction"], seed, fold, groups)
 
     def epoch_rows(epoch):
         return sampler.epoch_rows(train_rows, derived_seed(seed, fold, epoch, PROMPT_DRAW)) if sampler else train_rows

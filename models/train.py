@@ -24,8 +24,8 @@ import numpy as np
 
 from core.dataset import load_dataset
 from core.errors import DataError, InputError, close_progress_bars, print_error
-from core.folds import load_folds
-from core.io import read_json, sha256_json, write_json
+from core.folds import groups_path, load_folds, load_groups
+from core.io import read_json, sha256_file, sha256_json, write_json
 from core.shards import is_shard_dir, load_shard_dataset, pixel_identity, read_manifest, verify_shards
 from core.targets import targets_for
 from models.config import config_hash, load_config
@@ -56,11 +56,30 @@ class TrainingData:
         self.folds = load_folds(d["folds"], self.ids)
         self.k = int(self.folds.max()) + 1
         self.provenance = input_provenance(d["targets"], d["folds"], self.ids, self.test_ids, d["train"], d["test"])
+        self.groups, self.groups_sha256 = self._inner_val_groups(cfg)
+
+    def _inner_val_groups(self, cfg):
+        """The rows' prompt groups (groups.csv beside folds.csv) when an inner validation split needs them.
+
+        No fallback to a split by row: near-duplicate prompts on both sides would inflate the early-stopping
+        score, so folds from before groups.csv existed are an error naming the file."""
+        if cfg["model"] != "backbone" or cfg["train"]["inner_val_fraction"] <= 0:
+            return None, None
+        folds_path = cfg["data"]["folds"]
+        groups = load_groups(folds_path, self.ids, self.folds)
+        if groups is None:
+            raise DataError(groups_path(folds_path),
+                            "not found: train.inner_val_fraction > 0 holds out whole prompt groups, read from the "
+                            "groups.csv `python -m core.folds` writes beside folds.csv; rerun it, or set "
+                            "train.inner_val_fraction: 0")
+        return groups, sha256_file(groups_path(folds_path))
 
     def identity(self, cfg, source):
         p = self.provenance
         ident = {"targets": p["targets"]["key"], "folds": p["folds"]["sha256"],
                  "train_ids": p["train_images"]["ids_sha256"], "test_ids": p["test_images"]["ids_sha256"]}
+        if self.groups_sha256:  # only runs with an inner split read it: the others keep their hash
+            ident["groups"] = self.groups_sha256
         if source == "shards":  # cache and stream give the same batches; shards their own order (and maybe pixels)
             ident["shards"] = {"shuffle_buffer": cfg["data"]["shuffle_buffer"],
                                "pixels": pixel_identity(self.shards, cfg["image"]["size"])}
@@ -134,7 +153,7 @@ def run_fold(cfg, chash, data, fold, images, test_images, run_dir, env, resume, 
     val_rows = np.flatnonzero(data.folds == fold)
     t0 = time.time()
     model, pre, log_rows, stats = train_fold(cfg, fold, images, data.targets, train_rows, val_rows, d, env,
-                                             resume=resume, progress=progress, sampler=sampler)
+                                             resume=resume, progress=progress, sampler=sampler, groups=data.groups)
     bs, device, prec = cfg["predict"]["batch_size"], env.device, stats["precision"]
     tta = cfg["predict"]["tta"]
     oof = predict_rows(model, images, val_rows, pre, bs, device, prec, tta, env, progress and env.is_main, "OOF")

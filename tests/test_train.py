@@ -164,21 +164,42 @@ def test_production_names_exist_in_installed_libraries():
         load_config(REPO / path)
 
 
-def test_layer_wise_lr_decay():
+# per family: the top layer (the head) and where some parameters sit (stem 0, each block its own layer, a
+# final norm just below the head)
+LAYER_DECAY_LAYERS = {
+    # stem 0, blocks 1-4 (timm merges the final norm into the last), head 5
+    "vit": (5, {"backbone.visual.conv1.weight": 0, "backbone.visual.transformer.resblocks.2.attn.in_proj_weight": 3,
+                "backbone.visual.ln_post.weight": 4, "head.4.weight": 5}),
+    # stem 0, the 12 blocks of 4 stages 1-12 (a stage's downsample with its first block), head.norm 13, head 14
+    "convnext": (14, {"backbone.stem.0.weight": 0, "backbone.stages.0.blocks.0.conv_dw.weight": 1,
+                      "backbone.stages.0.blocks.1.gamma": 2, "backbone.stages.1.downsample.1.weight": 3,
+                      "backbone.stages.1.blocks.0.conv_dw.weight": 3, "backbone.stages.3.blocks.1.mlp.fc2.weight": 12,
+                      "backbone.head.norm.weight": 13, "head.1.weight": 14}),
+    # patch embedding, position embedding and class token 0, blocks 1-12, fc_norm 13, head 14
+    "eva": (14, {"backbone.patch_embed.proj.weight": 0, "backbone.pos_embed": 0, "backbone.cls_token": 0,
+                 "backbone.blocks.0.attn.qkv.weight": 1, "backbone.blocks.11.mlp.fc2.bias": 12,
+                 "backbone.fc_norm.weight": 13, "head.1.weight": 14}),
+}
+
+
+@pytest.mark.parametrize("family", sorted(LAYER_DECAY_LAYERS))
+def test_layer_wise_lr_decay(family):
     from timm.models import group_parameters
 
     from models.engine import make_optimizer, make_scheduler
     from models.net import build_model
 
-    cfg = load_config(REPO / "configs/vit_demo.yaml", ["train.layer_decay=0.5", "train.lr=0.1", "train.warmup_epochs=0"])
+    path, extra = FAMILY_CONFIGS[family]
+    cfg = load_config(REPO / path, list(extra) + ["train.layer_decay=0.5", "train.lr=0.1", "train.warmup_epochs=0"])
     model, _ = build_model(cfg, np.zeros(384), np.ones(384))
     opt = make_optimizer(model, cfg["train"])
     sched = make_scheduler(opt, cfg["train"], updates_per_epoch=10)
     sched.step_update(0)  # start of the cosine: lr = base lr, times each group's scale
     layer_of = group_parameters(model, model.group_matcher(), reverse=True)
-    top = max(layer_of.values())  # stem 0, blocks 1-4 (timm merges the final norm into the last), head 5
-    assert top == 5
+    top, anchors = LAYER_DECAY_LAYERS[family]
+    assert max(layer_of.values()) == top
     param_layer = {id(p): layer_of[n] for n, p in model.named_parameters()}
+    assert len(param_layer) == len(list(model.parameters()))  # every parameter has a layer
     seen = {}
     for group in opt.param_groups:
         layers = {param_layer[id(p)] for p in group["params"]}
@@ -186,12 +207,10 @@ def test_layer_wise_lr_decay():
         layer = layers.pop()
         assert group["lr"] == pytest.approx(0.1 * 0.5 ** (top - layer))
         seen[layer] = group["lr"]
-    assert seen[top] == pytest.approx(0.1) and seen[0] == pytest.approx(0.1 * 0.5 ** 5)
+    assert seen[top] == pytest.approx(0.1) and seen[0] == pytest.approx(0.1 * 0.5 ** top)
     assert set(seen) == set(range(top + 1))
     names = dict(model.named_parameters())
-    assert param_layer[id(names["backbone.visual.transformer.resblocks.2.attn.in_proj_weight"])] == 3
-    assert param_layer[id(names["backbone.visual.ln_post.weight"])] == 4
-    assert param_layer[id(names["head.4.weight"])] == top
+    assert {n: param_layer[id(names[n])] for n in anchors} == anchors
 
 
 def test_ddp_two_processes_gather_oof_in_id_order(project, tmp_path):
