@@ -31,3 +31,12 @@ def kaggle_sample():
     if not (KAGGLE_SAMPLE / "prompts.csv").is_file():
         pytest.fail(f"shared data not found at {KAGGLE_SAMPLE} (set SHARED_DATA)")
     return KAGGLE_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """The smallest whole run_all (tests/pipeline_fixtures.py), run once per session for the crash and pipeline
+    tests; a test that changes it works on a copy (pipeline_fixtures.checkout)."""
+    from tests.pipeline_fixtures import build_tiny_pipeline
+
+    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny_pipeline"))
