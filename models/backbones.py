@@ -10,7 +10,8 @@ checkpoint (Kaggle notebooks run offline); otherwise a pretrained tag the librar
 Local files load through the libraries' own loaders (timm `pretrained_cfg_overlay=dict(file=...)`,
 open_clip's `load_checkpoint`), so each model's checkpoint filter runs (original-format keys,
 position embeddings resized to `image.size`: train above the pretraining resolution), then our
-own check lists what does not fit.
+own check lists what does not fit; a timm model is then given the checked weights, unwrapped
+(`model.` / `module.` prefixes), which timm's loader would skip.
 """
 import difflib
 import os
