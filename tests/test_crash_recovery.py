@@ -39,14 +39,6 @@ def temp_files(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*.tmp"))
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    work = tmp_path_factory.mktemp("ref") / "work"
-    res = run_all(work)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    return work
-
-
 def fresh_copy(reference, dest):
     """The reference's data and prompt embeddings; no stamps, folds, runs or ensemble."""
     shutil.copytree(reference / "data", dest / "data")
