@@ -7,7 +7,6 @@ import re
 import shutil
 
 import numpy as np
-import pytest
 import yaml
 
 from core.folds import load_folds
