@@ -10,7 +10,8 @@ checkpoint (Kaggle notebooks run offline); otherwise a pretrained tag the librar
 Local files load through the libraries' own loaders (timm `pretrained_cfg_overlay=dict(file=...)`,
 open_clip's `load_checkpoint`), so each model's checkpoint filter runs (original-format keys,
 position embeddings resized to `image.size`: train above the pretraining resolution), then our
-own check lists what does not fit.
+own check lists what does not fit; a timm model is then given the checked weights, unwrapped
+(`model.` / `module.` prefixes), which timm's loader would skip.
 """
 import difflib
 import os
@@ -187,6 +188,7 @@ def check_timm_checkpoint(model, path):
 
     The file's state dict goes through the model's checkpoint filter (as timm's loader does), then
     every key of the model must be there with its shape, and nothing else but classifier weights.
+    Returns the checked state dict, unwrapped (read_state_dict) and filtered.
     """
     import sys
 
@@ -199,7 +201,7 @@ def check_timm_checkpoint(model, path):
             check_state_fits(model, state, path, ignore_prefixes=TIMM_HEAD_PREFIXES)
             raise BackboneError(f"{path}: {type(model).__name__}'s checkpoint filter failed on it "
                                 f"({type(e).__name__}: {e})") from e
-    check_state_fits(model, state, path, ignore_prefixes=TIMM_HEAD_PREFIXES)
+    return check_state_fits(model, state, path, ignore_prefixes=TIMM_HEAD_PREFIXES)
 
 
 @register_source("timm")
@@ -223,7 +225,10 @@ def create_timm_backbone(section, image_size, pretrained):
         check_timm_checkpoint(_create_timm_model(name, image_size, kwargs), local)
         raise BackboneError(f"{local}: timm could not load it into {name!r} ({type(e).__name__}: {e})") from e
     if local is not None:
-        check_timm_checkpoint(model, local)
+        # timm's loader reads the file as it is: keys wrapped in "model." / "module." fit nothing and it skips
+        # them all without an error (a headless model loads non-strictly). Load the checked, unwrapped weights.
+        state = check_timm_checkpoint(model, local)
+        model.load_state_dict({k: state[k] for k in model.state_dict()})
     if section.get("grad_checkpointing"):
         model.set_grad_checkpointing(True)
     data_cfg = timm.data.resolve_data_config({}, model=model)

@@ -2,9 +2,16 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# Property tests (tests/test_fuzz.py) draw the same examples on every run and machine: the test command
+# gives CI and a new user the same result. HYPOTHESIS_PROFILE=explore draws new examples each run.
+settings.register_profile("repeatable", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", database=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,3 +31,12 @@ def kaggle_sample():
     if not (KAGGLE_SAMPLE / "prompts.csv").is_file():
         pytest.fail(f"shared data not found at {KAGGLE_SAMPLE} (set SHARED_DATA)")
     return KAGGLE_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """The smallest whole run_all (tests/pipeline_fixtures.py), run once per session for the crash and pipeline
+    tests; a test that changes it works on a copy (pipeline_fixtures.checkout)."""
+    from tests.pipeline_fixtures import build_tiny_pipeline
+
+    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny_pipeline"))

@@ -41,9 +41,19 @@ def test_cnn_checkpoint_with_a_classifier_loads_headless(tmp_path):
     torch.manual_seed(0)
     full = timm.create_model("convnext_atto", num_classes=10)
     torch.save({"state_dict": full.state_dict()}, tmp_path / "cnx.pth")
-    loaded = create_backbone({"source": "timm", "name": "convnext_atto", "pretrained": str(tmp_path / "cnx.pth"),
-                              "kwargs": {}}, 32).module
-    assert torch.equal(loaded.stem[0].weight, full.stem[0].weight)
+    backbone = create_backbone({"source": "timm", "name": "convnext_atto", "pretrained": str(tmp_path / "cnx.pth"),
+                                "kwargs": {}}, 32)
+    loaded = backbone.module
+    # headless: no classifier, the forward pass gives the pooled features, not 10 logits
+    assert loaded.num_classes == 0 and isinstance(loaded.get_classifier(), torch.nn.Identity)
+    assert not any(k.startswith("head.fc.") for k in loaded.state_dict())
+    with torch.no_grad():
+        assert loaded(torch.zeros(1, 3, 32, 32)).shape == (1, backbone.num_features) == (1, full.num_features)
+    # every other weight is the checkpoint's
+    own, src = loaded.state_dict(), full.state_dict()
+    assert set(src) - set(own) == {"head.fc.weight", "head.fc.bias"}
+    for k, v in own.items():
+        assert torch.equal(v, src[k]), k
 
 
 def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):

@@ -1,5 +1,6 @@
 """Odd image files: every readable one decodes to the right RGB pixels; unreadable ones are named, all at once."""
 import io
+import os
 import struct
 import zlib
 
@@ -41,8 +42,39 @@ def decoded(tmp_path, data, name="x.png"):
     return np.asarray(open_image(path))
 
 
-def test_decode_version_is_an_int():
-    assert isinstance(DECODE_VERSION, int) and DECODE_VERSION >= 2
+def test_cache_key_follows_decode_version_size_interpolation_and_mtime(tmp_path, monkeypatch):
+    """The image cache's key changes (and the cache is decoded again) when the decode rules' version, the size,
+    the interpolation or a file's mtime changes; with none of them changed it is reused."""
+    import models.image_cache as image_cache
+
+    assert isinstance(DECODE_VERSION, int) and image_cache.DECODE_VERSION == DECODE_VERSION
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"{i}.png")
+        paths[-1].write_bytes(png_bytes(Image.fromarray(np.roll(CARD, i, axis=1))))
+    decoded = []
+    real_job = image_cache._decode_job
+    monkeypatch.setattr(image_cache, "_decode_job", lambda job: decoded.append(job[1]) or real_job(job))
+
+    def build(size=16, interpolation="bicubic"):
+        """(cache key, number of images decoded by this call)."""
+        before = len(decoded)
+        image_cache.build_image_cache(paths, size, tmp_path / "cache", interpolation, workers=1, progress=False)
+        return image_cache.cache_key(paths, size, interpolation), len(decoded) - before
+
+    key, n = build()
+    assert n == 2 and build() == (key, 0)  # same inputs: the cache is read, nothing decoded
+    keys = {key}
+    monkeypatch.setattr(image_cache, "DECODE_VERSION", DECODE_VERSION + 1)
+    for change in ({}, {"size": 20}, {"interpolation": "nearest"}):
+        key, n = build(**change)
+        assert n == 2 and key not in keys, change
+        keys.add(key)
+    st = os.stat(paths[1])
+    os.utime(paths[1], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched: same bytes, newer mtime
+    key, n = build()
+    assert n == 2 and key not in keys
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 5
 
 
 @pytest.mark.parametrize("fmt,tol", [("JPEG", 3), ("WEBP", 0), ("GIF", 0), ("BMP", 0), ("TIFF", 0)])
@@ -72,8 +104,9 @@ def test_grayscale_and_one_bit(tmp_path):
     g = (np.arange(24 * 32).reshape(24, 32) % 256).astype(np.uint8)
     got = decoded(tmp_path, png_bytes(Image.fromarray(g, "L")))
     assert np.array_equal(got, np.repeat(g[..., None], 3, axis=2))
-    b = decoded(tmp_path, png_bytes(Image.fromarray(g > 127).convert("1")))
-    assert set(np.unique(b)) <= {0, 255}
+    bits = (g > 127) ^ (np.arange(32) % 3 == 0)  # both values in every row and column
+    b = decoded(tmp_path, png_bytes(Image.fromarray(bits).convert("1")))
+    assert np.array_equal(b, np.repeat(np.where(bits, 255, 0).astype(np.uint8)[..., None], 3, axis=2))
 
 
 def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path):
@@ -85,8 +118,10 @@ def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path):
 
 
 def test_sixteen_bit_rgb_keeps_the_high_byte(tmp_path):
-    # PIL cannot write 48-bit PNGs: build one by hand (the image card x 257 per channel)
-    rows = b"".join(b"\x00" + b"".join(struct.pack(">HHH", *(int(c) * 257 for c in px)) for px in row) for row in CARD)
+    # PIL cannot write 48-bit PNGs: build one by hand. Each channel holds the card's value c in its high
+    # byte and 255 - c in its low byte (never equal), so a byte-swapped decode gives another image.
+    rows = b"".join(b"\x00" + b"".join(struct.pack(">HHH", *(int(c) * 256 + 255 - int(c) for c in px)) for px in row)
+                    for row in CARD)
 
     data = rgb_png_bytes(32, 24, 16, zlib.compress(rows))
     assert np.array_equal(decoded(tmp_path, data), CARD)
@@ -246,11 +281,19 @@ def test_checked_view_leaves_the_bad_images_out_of_every_stage(tmp_path, capsys)
     assert frame["imgId"].tolist() == [f"good{i}" for i in range(5)]
     assert sorted(read_bad_images(view / BAD_IMAGES_FILE)["imgId"]) == ["text", "truncated", "zero"]
     assert scan_images(frame["path"], progress=False) == []
-    # later stages fingerprint the view's images folder (a link): its files are seen through it
-    assert fingerprint(Stage("x", ["x"], inputs=[view / "images"])) != fingerprint(Stage("x", ["x"], inputs=[view / "nope"]))
-    before = fingerprint(Stage("x", ["x"], inputs=[view / "images"]))
+    # later stages fingerprint the view's images folder (a link): its files are seen through it, so a change
+    # behind the link (new bytes; or only a newer mtime) reruns them, and no change reruns nothing
+    def view_fingerprint():
+        return fingerprint(Stage("x", ["x"], inputs=[view / "images"]))
+
+    before = view_fingerprint()
+    assert view_fingerprint() == before
     (data / "images" / "good0.png").write_bytes(png_bytes(Image.new("RGB", (3, 3))))
-    assert fingerprint(Stage("x", ["x"], inputs=[view / "images"])) != before
+    changed = view_fingerprint()
+    assert changed != before
+    st = os.stat(data / "images" / "good1.png")
+    os.utime(data / "images" / "good1.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert view_fingerprint() not in (before, changed)
 
 
 def test_rotated_copy_predicts_like_the_upright_image(tmp_path):

@@ -112,13 +112,34 @@ def test_checkpoint_every_and_clip_grad_are_validated(project, tmp_path):
     assert config_hash(without) == config_hash(plain)
 
 
-def test_clip_grad_trains(project, tmp_path):
+def test_clip_grad_trains(project, tmp_path, monkeypatch):
+    """train.clip_grad clips the gradient norm before every optimizer update, and the update uses the clipped
+    gradients (the run differs from an unclipped one); without it nothing is clipped."""
     from models.train import train_run
 
-    cfg = load_config(REPO / "configs/vit_demo.yaml",
-                      tiny_overrides(project, tmp_path / "clip", extra=["train.clip_grad=0.5"]))
-    metrics = train_run(cfg, progress=False)
-    assert np.isfinite(metrics["oof_cosine"])
+    max_norm = 1e-3  # far below these gradients' norms: every update is clipped
+    calls = []
+    real_clip = torch.nn.utils.clip_grad_norm_
+
+    def spy_clip(parameters, clip, *args, **kwargs):
+        parameters = list(parameters)
+        before = real_clip(parameters, clip, *args, **kwargs)
+        after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in parameters if p.grad is not None]))
+        calls.append((clip, float(before), float(after)))
+        return before
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy_clip)
+    runs = {}
+    for name, extra in (("plain", []), ("clip", [f"train.clip_grad={max_norm}"])):
+        cfg = load_config(REPO / "configs/vit_demo.yaml", tiny_overrides(project, tmp_path / name, extra=extra))
+        assert np.isfinite(train_run(cfg, progress=False)["oof_cosine"])
+        runs[name] = load_run(tmp_path / name)
+        if name == "plain":
+            assert calls == []
+    updates = 2 * 1 * 2  # folds x epochs x steps (tiny_overrides: 1 epoch of 2 steps)
+    assert len(calls) == updates and all(c == max_norm for c, _, _ in calls)
+    assert all(before > 10 * max_norm and after <= max_norm * (1 + 1e-4) for _, before, after in calls)
+    assert not np.array_equal(runs["plain"].oof, runs["clip"].oof)
 
 
 def test_stream_source_killed_mid_epoch_resumes_exactly(project, reference, tmp_path):

@@ -1,16 +1,15 @@
 """SIGKILL (and a full disk) at the worst moments of the whole pipeline: the rerun finishes, nothing is lost,
 and the artifacts equal an uninterrupted run's.
 
-One uninterrupted `run_all.sh` (tests/data/pipeline_tiny.yaml: 40 demo images, K = 2, one ConvNeXt-atto
-step or two per fold) is the reference. A copy of its work folder keeps the data and the prompt embeddings
-(the targets stages then reuse them, as any rerun does) and loses everything after; that copy is rebuilt
+One uninterrupted `run_all.sh` (conftest's `tiny_pipeline`: tests/data/pipeline_tiny.yaml, 40 demo images, K = 2,
+one ConvNeXt-atto step or two per fold) is the reference. A copy of its work folder keeps the data and the prompt
+embeddings (the targets stages then reuse them, as any rerun does) and loses everything after; that copy is rebuilt
 through kills:
 - run_all killed between stages (after a stage finished, before its stamp: FAULT_AT=stage_end)
 - the stacker (ensemble.fit) killed while writing its outputs (FAULT_AT=atomic_write/ensemble.json)
 - models.train stopped by a full disk, then SIGKILLed, while writing the run's OOF artifacts
 """
 import argparse
-import os
 import shutil
 import signal
 import subprocess
@@ -21,37 +20,23 @@ import pytest
 
 from oof.runs import ARTIFACT_FILES, MANIFEST_FILE, load_run
 from tests.model_fixtures import REPO
-
-PIPELINE = REPO / "tests" / "data" / "pipeline_tiny.yaml"
-MODEL_SET = ["train.epochs=1", "train.max_steps_per_epoch=2", "image.size=32", "train.num_threads=1"]
-MODEL = "convnext_demo"
+from tests.pipeline_fixtures import MODEL, MODEL_SET, env_with
+from tests.pipeline_fixtures import run_all as run_pipeline
 
 
-def env_with(fault=None):
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    env.pop("FAULT_AT", None)
-    if fault:
-        env["FAULT_AT"] = fault
-    return env
+@pytest.fixture(scope="module")
+def reference(tiny_pipeline):
+    return tiny_pipeline.work
 
 
-def run_all(work, fault=None):
-    cmd = [str(REPO / "run_all.sh"), "--config", str(PIPELINE), "--work", str(work)]
-    for s in MODEL_SET:
-        cmd += ["--model-set", s]
-    return subprocess.run(cmd, cwd=REPO, env=env_with(fault), capture_output=True, text=True, timeout=900)
+@pytest.fixture(scope="module")
+def run_all(tiny_pipeline):
+    """run_all.sh with the reference's pipeline config on another work folder."""
+    return lambda work, fault=None: run_pipeline(tiny_pipeline.config, work, fault=fault)
 
 
 def temp_files(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*.tmp"))
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    work = tmp_path_factory.mktemp("ref") / "work"
-    res = run_all(work)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    return work
 
 
 def fresh_copy(reference, dest):
@@ -72,7 +57,7 @@ def assert_same_run(a, b):
         assert ra.metrics.get(key) == rb.metrics.get(key), key
 
 
-def test_run_all_killed_between_stages_and_inside_the_stacker(reference, tmp_path):
+def test_run_all_killed_between_stages_and_inside_the_stacker(reference, run_all, tmp_path):
     work = fresh_copy(reference, tmp_path / "work")
     # 1. killed after the 6th stage (baseline) finished, before its stamp was written
     cut = run_all(work, fault="stage_end:6")
@@ -99,18 +84,19 @@ def test_run_all_killed_between_stages_and_inside_the_stacker(reference, tmp_pat
     assert temp_files(work) == []  # the killed writer's temporary file was removed by the next write
 
 
-def train_command(reference, out):
+def train_command(pipeline, out):
     from pipeline.run import build_stages, load_pipeline
 
-    args = argparse.Namespace(work=str(reference), n_train=None, n_test=None, size=None, model_set=MODEL_SET, gpus=1)
-    stage = next(s for s in build_stages(load_pipeline(PIPELINE), args) if s.name == f"train:{MODEL}")
+    args = argparse.Namespace(work=str(pipeline.work), n_train=None, n_test=None, size=None, model_set=MODEL_SET,
+                              gpus=1)
+    stage = next(s for s in build_stages(load_pipeline(pipeline.config), args) if s.name == f"train:{MODEL}")
     cmd = [sys.executable if c == stage.cmd[0] else c for c in stage.cmd]
     return [f"out={out}" if c.startswith("out=") else c for c in cmd]
 
 
-def test_train_stopped_by_full_disk_then_killed_while_writing_oof_artifacts(reference, tmp_path):
+def test_train_stopped_by_full_disk_then_killed_while_writing_oof_artifacts(tiny_pipeline, reference, tmp_path):
     out = tmp_path / "run"
-    cmd = train_command(reference, out)
+    cmd = train_command(tiny_pipeline, out)
     # the run's oof.npy is the 3rd oof.npy written (fold0, fold1, the run's): the disk is full there
     full = subprocess.run(cmd, cwd=REPO, env=env_with("atomic_write/oof.npy:3:ENOSPC"), capture_output=True, text=True)
     assert full.returncode == 2, full.stderr[-2000:]

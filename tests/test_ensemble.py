@@ -169,18 +169,25 @@ def test_gradient_matches_finite_differences(split_data):
 
 
 def test_per_model_weights_match_brute_force(split_data):
-    stats = model_stats(split_data)
-    w = fit_model_weights(stats, None)
+    """The fitted per-model weights against every point of a 0.05 grid over the simplex, each scored by its blend's
+    mean cosine computed here from the raw rows: at least the grid's best, and next to the best grid point."""
+    w = fit_model_weights(model_stats(split_data), None)
     assert w.sum() == pytest.approx(1.0) and (w >= 0).all()
+    X, T = split_data.X.astype(np.float64), split_data.T.astype(np.float64)  # unit rows
+    dots = np.einsum("mid,id->im", X, T)  # row i: model m's cosine to the target
+    grams = np.einsum("mid,nid->imn", X, X)
 
-    def score(v):
-        return cosine_sum(split_data, np.repeat(np.asarray(v, np.float32)[:, None], D, 1), split_data.fold_values)[0]
+    def mean_cosine_of_blends(V):  # V (k, M): the mean over rows of cos(sum_m V[j, m] X[m, i], T[i]), per j
+        return (dots @ V.T / np.sqrt(np.einsum("imn,km,kn->ik", grams, V, V))).mean(axis=0)
 
-    best = score(w)
-    rng = np.random.default_rng(1)
-    for _ in range(20):
-        v = np.clip(w + 0.05 * rng.standard_normal(3), 0, None)
-        assert score(v) <= best + 1e-6
+    steps = 20
+    grid = np.array([(i, j, steps - i - j) for i in range(steps + 1) for j in range(steps + 1 - i)]) / steps
+    scores = mean_cosine_of_blends(grid)
+    best = grid[scores.argmax()]
+    fitted = mean_cosine_of_blends(np.asarray(w, np.float64)[None])[0]
+    assert fitted >= scores.max() - 1e-6, (w, best)
+    assert np.abs(w - best).max() <= 1 / steps, (w, best)
+    assert fitted > mean_cosine_of_blends(np.full((1, 3), 1 / 3))[0] + 1e-3  # the grid is not flat here
 
 
 def test_fit_dimension_weights_on_plain_arrays_and_shrinkage(split_data):
@@ -390,11 +397,19 @@ def test_drop_one_scores_each_models_marginal_value(spied_ridge_run):
     data, result, _ = spied_ridge_run
     drop = result.drop_one
     assert list(drop) == data.names
-    for name, s in drop.items():
-        assert len(s["per_fold"]) == 5 and -1 <= s["overall"] <= 1
-    # dropping a model leaves a per-model blend of the others: never better than choosing among all
-    # (up to the fits' noise), and the two-model case equals the per-model fit without the third
+    # each score is the nested per-model score of the stack without that model, computed here from scratch
+    for m, name in enumerate(data.names):
+        keep = [j for j in range(data.n_models) if j != m]
+        without = StackData(data.X[keep].copy(), data.T, data.folds, [data.names[j] for j in keep])
+        alone = nested_cv(without, methods=("per_model",), refit=False).methods["per_model"]
+        np.testing.assert_allclose(drop[name]["per_fold"], alone["per_fold"], atol=1e-6)
+        assert drop[name]["overall"] == pytest.approx(alone["overall"], abs=1e-6)
+    # model 0's dims are shuffled: a per-model blend can hardly use it; model 1 (sigma 1.5) is the best usable
+    # one, model 2 (sigma 2) the next: the costs of dropping them follow that order
     full = result.methods["per_model"]["overall"]
+    assert drop["m1"]["overall"] + 0.05 < drop["m2"]["overall"] < drop["m0"]["overall"] - 0.01 < full
+    # dropping a model leaves a per-model blend of the others: never better than choosing among all
+    # (up to the fits' noise)
     assert all(s["overall"] <= full + 1e-3 for s in drop.values())
     recs = [r for r in result.ledger if r["purpose"] == "drop_one"]
     assert len(recs) == 3 * 5 and all(r["scored_fold"] not in r["trained_on"] for r in recs)

@@ -1,9 +1,27 @@
-"""run_all's stage fingerprints: code is followed by content, regenerated identical data reruns nothing."""
+"""run_all's stages: fingerprints follow code and data content; on a finished pipeline (conftest's tiny_pipeline)
+a rerun skips what is up to date, --from forces a stage and every later one, ensemble.include_baseline: false
+leaves the baseline out of the stack, an edited model config reruns its stage first; pipeline.summary's scores."""
+import json
 import os
+import re
 import shutil
 
+import numpy as np
+import yaml
+
+from core.folds import load_folds
+from core.metric import cosine_scores, mean_cosine
+from core.submission import read_submission
+from core.targets import targets_for
 from datagen.demo import generate_demo
+from oof.runs import load_run
 from pipeline.run import REPO, Stage, code_digest, fingerprint
+from tests.pipeline_fixtures import MODEL, checkout, run_all
+
+TRAIN = f"train:{MODEL}"
+STAGES = ["data", "scan", "targets", "test-targets", "folds", "baseline", TRAIN, "ensemble", "submission",
+          "offline-submit", "offline-check", "submission-check", "report", "score"]
+ALWAYS = {"offline-check", "submission-check", "score"}  # stages without outputs (checks, a printout): run every time
 
 
 def test_code_fingerprint_follows_content_not_mtimes_or_bytecode(tmp_path):
@@ -28,3 +46,103 @@ def test_regenerated_identical_demo_keeps_downstream_fingerprints(tmp_path):
     assert fingerprint(stage) == first  # same bytes: files left alone, later stages skipped
     generate_demo(tmp_path / "d", n_train=20, n_test=4, size=16, seed=2, progress=False)
     assert fingerprint(stage) != first
+
+
+def stages(stdout):
+    """{stage: "ran" or "skipped"}, in the order run_all printed them."""
+    found = re.findall(r"^== \[\s*\d+s\] (\S+?)(: up to date, skipped)?$", stdout, flags=re.M)
+    return {name: "skipped" if skipped else "ran" for name, skipped in found}
+
+
+def mtimes(work, names):
+    return {n: (work / n).stat().st_mtime_ns for n in names}
+
+
+def test_summary_prints_every_score(tiny_pipeline, capsys):
+    """pipeline.summary (the score stage) against the scores recomputed from the files the runs wrote."""
+    from oof.residuals import run_residual_correlation
+    from pipeline.summary import main
+
+    work = tiny_pipeline.work
+    runs = [work / "runs" / "mean_baseline", work / "runs" / MODEL]
+    assert main(["--work", str(work), "--runs", *map(str, runs)]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() in tiny_pipeline.stdout  # what the pipeline's score stage printed
+    targets = work / "targets" / "train"
+    for path in runs:
+        run = load_run(path)
+        folds = load_folds(work / "folds.csv", run.oof_ids)
+        scores = cosine_scores(run.oof, targets_for(targets, run.oof_ids))
+        per_fold = ", ".join(f"{scores[folds == k].mean():.4f}" for k in (0, 1))
+        assert re.search(rf"^  {path.name} +{scores.mean():.4f}   folds: {per_fold}$", out, flags=re.M), path.name
+    corr = run_residual_correlation(runs, targets).loc["mean_baseline", MODEL]
+    assert re.search(rf"^  {MODEL} +{corr:.3f} +1\.000$", out, flags=re.M)
+    methods = json.loads((work / "ensemble" / "scores.json").read_text())
+    marked = re.findall(r"^  (\S+) +[0-9.]+  <- chosen$", out, flags=re.M)
+    assert marked == [methods["chosen_method"]]
+    for method, s in methods["methods"].items():
+        assert re.search(rf"^  {method} +{s['overall']:.4f}", out, flags=re.M), method
+    ids, pred = read_submission(work / "submission.csv")
+    score = mean_cosine(pred, targets_for(work / "targets" / "test", ids))
+    assert f"submission score on the demo test set ({len(ids)} images, true prompts): {score:.4f}" in out
+
+
+def test_rerun_skips_what_is_done_and_from_forces_a_stage_and_every_later_one(tiny_pipeline):
+    outputs = ["submission.csv", "ensemble/ensemble.json", f"runs/{MODEL}/manifest.json", "report/report.html"]
+    with checkout(tiny_pipeline) as p:
+        done = mtimes(p.work, outputs)
+        plain = run_all(p.config, p.work)
+        assert plain.returncode == 0, plain.stderr[-3000:]
+        assert stages(plain.stdout) == {s: "ran" if s in ALWAYS else "skipped" for s in STAGES}
+        assert mtimes(p.work, outputs) == done
+        # --from offline-check: the stages before it are skipped, it and every later one run (the report, up to
+        # date a moment ago, is rewritten)
+        forced = run_all(p.config, p.work, "--from", "offline-check")
+        assert forced.returncode == 0, forced.stderr[-3000:]
+        first = STAGES.index("offline-check")
+        assert stages(forced.stdout) == {s: "ran" if s in ALWAYS or i >= first else "skipped"
+                                         for i, s in enumerate(STAGES)}
+        after = mtimes(p.work, outputs)
+        assert after["report/report.html"] > done["report/report.html"]
+        assert {k: v for k, v in after.items() if k != "report/report.html"} == \
+            {k: v for k, v in done.items() if k != "report/report.html"}
+
+
+def test_without_the_baseline_in_the_stack_only_the_ensemble_and_later_stages_rerun(tiny_pipeline):
+    with checkout(tiny_pipeline) as p:
+        cfg = yaml.safe_load(p.config.read_text())
+        cfg["ensemble"]["include_baseline"] = False
+        config = p.root / "no_baseline.yaml"
+        config.write_text(yaml.safe_dump(cfg))
+        res = run_all(config, p.work)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+        first = STAGES.index("ensemble")
+        assert stages(res.stdout) == {s: "ran" if i >= first else "skipped" for i, s in enumerate(STAGES)}
+        assert json.loads((p.work / "ensemble" / "ensemble.json").read_text())["models"] == [MODEL]
+        ens_cmd = next(ln for ln in res.stdout.splitlines() if ln.startswith("$ ") and "-m ensemble.fit" in ln)
+        submit_cmd = next(ln for ln in res.stdout.splitlines() if ln.startswith("$ ") and "-m models.submit" in ln)
+        assert "mean_baseline" not in ens_cmd and "mean_baseline" not in submit_cmd
+        # the offline submission (this one run's fold checkpoints) was checked against the stacker's: every image
+        assert "offline inference matches the stacker's submission: 6 images" in res.stdout
+        ids, emb = read_submission(p.work / "submission.csv")
+        assert len(ids) == 6 and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+
+
+def test_edited_model_config_reruns_its_stage_first_which_keeps_the_finished_run(tiny_pipeline):
+    """A changed setting in a model config: the stages before its training stage are skipped; that stage runs and
+    refuses to replace the finished run (another config hash) with one `error:` line; nothing after it runs."""
+    with checkout(tiny_pipeline) as p:
+        run = p.work / "runs" / MODEL
+        manifest = (run / "manifest.json").read_bytes()
+        text = p.model_config.read_text()
+        assert "lr: 1.0e-3" in text
+        p.model_config.write_text(text.replace("lr: 1.0e-3", "lr: 2.0e-3"))
+        res = run_all(p.config, p.work)
+        assert res.returncode == 2
+        train = STAGES.index(TRAIN)
+        assert stages(res.stdout) == {s: "ran" if s == TRAIN else "skipped" for s in STAGES[:train + 1]}
+        errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1 and "Traceback" not in res.stderr
+        assert errors[0].startswith(f"error: {run} holds a run with config hash ") and "--overwrite" in errors[0]
+        assert f"run_all: stage {TRAIN} failed (exit 2)" in res.stderr
+        assert (run / "manifest.json").read_bytes() == manifest

@@ -118,15 +118,35 @@ def test_unfinished_run_is_listed_not_read(demo):
     assert str(demo["unfinished"]) in (demo["out"] / "report.html").read_text()
 
 
+# What each section holds for 3 runs, K folds, a per_dim stacker fitted on a 2-value shrinkage grid:
+# {section: ({table: rows, None: at least one}, figures)}. The failures figures: a histogram + 12 + 12 thumbnails.
+FILLED = {
+    "scoreboard": ({"scoreboard": 3 + 4}, 0),  # the runs, the ensemble's 3 methods, the constant baseline
+    "differences": ({"differences": 1 + 3, "fold_differences": 1 + 3}, 0),  # ensemble vs best + every pair
+    "learning": ({"learning_curves": 3 * K}, 3),  # a row per run and fold, a figure per run
+    "distributions": ({"distribution": 3 + 2}, 1),  # the runs, the ensemble, the baseline
+    "diversity": ({"residual_correlation": 3, "drop_one": 3}, 2),
+    "stacker": ({"cv_by_shrinkage": 2, "model_weights": 3, "shrinkage_per_fold": K}, 1),
+    "failures": ({"by_length": None, "by_source": None, "by_word": 30}, 1 + 24),
+    "provenance": ({"provenance_runs": 3, "provenance_ensemble": 1, "provenance_inputs": None, "unfinished": 1}, 0),
+}
+
+
 def test_sections_are_filled(demo):
     sections = demo["report"]["sections"]
-    for key in ("scoreboard", "differences", "learning", "distributions", "diversity", "stacker", "failures",
-                "provenance"):
-        assert key in sections
+    assert sorted(sections) == sorted(FILLED)
+    html = (demo["out"] / "report.html").read_text()
+    for key, (tables, figures) in FILLED.items():
+        assert sorted(sections[key]["tables"]) == sorted(tables), key
+        for name, n_rows in tables.items():
+            t = sections[key]["tables"][name]
+            assert len(t["rows"]) == n_rows if n_rows is not None else len(t["rows"]) >= 1, (key, name)
+            for col, values in zip(t["columns"], zip(*t["rows"])):  # no column left empty
+                assert any(v not in (None, "") for v in values), (key, name, col)
+        body = re.search(rf'<section id="{key}">(.*?)</section>', html, flags=re.S).group(1)
+        assert body.count("<figure") == figures, key
     pairs = table(demo["report"], "differences", "differences")
-    assert pairs[0]["A"].startswith("ensemble (") and len(pairs) == 1 + 3  # ensemble vs best + every pair of 3
-    assert {"by_length", "by_source", "by_word"} <= set(sections["failures"]["tables"])
-    assert len(table(demo["report"], "failures", "by_word")) == 30
+    assert pairs[0]["A"].startswith("ensemble (")
     assert len(sections["failures"]["galleries"]["best"]) == len(sections["failures"]["galleries"]["worst"]) == 12
     assert {r["model"] for r in table(demo["report"], "diversity", "drop_one")} == set(demo["names"])
     prov = table(demo["report"], "provenance", "provenance_runs")

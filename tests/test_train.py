@@ -3,8 +3,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,39 +72,51 @@ def test_changed_config_is_an_error_unless_overwrite(project, tmp_path):
     assert load_run(tmp_path / "r").metrics["config"]["train"]["lr"] == 0.01
 
 
-def _train_cmd(project, out, folds=None, resume=False):
+RESUME_EPOCHS, RESUME_STEPS = 2, 2  # 18 training rows per fold at batch 8: 2 steps per epoch
+
+
+def _train_cmd(project, out, resume=False):
     cmd = [sys.executable, "-m", "models.train", "--config", "configs/convnext_demo.yaml", "--no-progress"]
-    for o in tiny_overrides(project, out, epochs=4, steps=3):
+    for o in tiny_overrides(project, out, epochs=RESUME_EPOCHS, steps=RESUME_STEPS):
         cmd += ["--set", o]
     if resume:
         cmd.append("--resume")
     return cmd
 
 
+def _train_env(fault=None):
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    env.pop("FAULT_AT", None)
+    if fault:
+        env["FAULT_AT"] = fault
+    return env
+
+
 def test_resume_after_kill_equals_uninterrupted(project, tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    ref = subprocess.run(_train_cmd(project, tmp_path / "ref"), cwd=REPO, env=env, capture_output=True, text=True)
-    assert ref.returncode == 0, ref.stderr
-    # Kill a second run once fold 1 has a finished epoch checkpoint.
-    proc = subprocess.Popen(_train_cmd(project, tmp_path / "cut"), cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    last = tmp_path / "cut" / "folds" / "fold1" / "last.pt"
-    deadline = time.time() + 300
-    while not last.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert last.exists(), "the run finished or failed before it could be interrupted"
+    # SIGKILL after the first step of fold 1's 2nd epoch (FAULT_AT counts optimizer steps over both folds):
+    # fold 0 is finished, fold 1 has its epoch-1 checkpoint and has trained one step past it.
+    kill_at = RESUME_EPOCHS * RESUME_STEPS + RESUME_STEPS + 1
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "cwd": REPO}
+    ref = subprocess.Popen(_train_cmd(project, tmp_path / "ref"), env=_train_env(), **popen)
+    cut = subprocess.Popen(_train_cmd(project, tmp_path / "cut"), env=_train_env(f"train_step:{kill_at}"), **popen)
+    ref_err, cut_err = ref.communicate(timeout=600)[1], cut.communicate(timeout=600)[1]  # 1 thread each: in parallel
+    assert ref.returncode == 0, ref_err
+    assert cut.returncode == -signal.SIGKILL, cut_err
     assert (tmp_path / "cut" / "folds" / "fold0" / "done.json").exists()
-    again = subprocess.run(_train_cmd(project, tmp_path / "cut"), cwd=REPO, env=env, capture_output=True, text=True)
-    assert again.returncode == 2 and "--resume" in again.stderr
-    resumed = subprocess.run(_train_cmd(project, tmp_path / "cut", resume=True), cwd=REPO, env=env,
-                             capture_output=True, text=True)
+    state = torch.load(tmp_path / "cut" / "folds" / "fold1" / "last.pt", map_location="cpu", weights_only=False)
+    assert (state["epoch"], state["step"]) == (1, 0)  # fold 1's epoch-1 checkpoint; the step after it is lost
+    with pytest.raises(RunError, match="fold 1 was interrupted; pass --resume"):  # not silently started over
+        train_run(load_config(REPO / "configs/convnext_demo.yaml",
+                              tiny_overrides(project, tmp_path / "cut", epochs=RESUME_EPOCHS, steps=RESUME_STEPS)),
+                  progress=False)
+    resumed = subprocess.run(_train_cmd(project, tmp_path / "cut", resume=True), env=_train_env(), capture_output=True,
+                             text=True, cwd=REPO)
     assert resumed.returncode == 0, resumed.stderr
-    assert "fold 0: finished earlier; skipped" in resumed.stdout and "resuming after epoch" in resumed.stdout
+    assert "fold 0: finished earlier; skipped" in resumed.stdout and "resuming after epoch 1" in resumed.stdout
     a, b = load_run(tmp_path / "ref"), load_run(tmp_path / "cut")
-    assert np.abs(a.oof - b.oof).max() <= 1e-5
-    assert np.abs(a.test - b.test).max() <= 1e-5
+    assert a.oof_ids == b.oof_ids
+    np.testing.assert_array_equal(a.oof, b.oof)  # same machine: exactly the uninterrupted run
+    np.testing.assert_array_equal(a.test, b.test)
 
 
 def test_local_checkpoint_file(tmp_path):
@@ -123,7 +133,9 @@ def test_local_checkpoint_file(tmp_path):
 
     st = tmp_path / "w.safetensors"
     save_file({f"model.{k}": v.contiguous() for k, v in src.state_dict().items()}, str(st))
-    create_backbone({**section, "pretrained": str(st)}, 32)
+    from_st = create_backbone({**section, "pretrained": str(st)}, 32).module
+    for (n, a), (_, b) in zip(src.state_dict().items(), from_st.state_dict().items()):
+        assert torch.equal(a, b), n
     # open_clip: a local checkpoint of the whole CLIP model
     import open_clip
 
@@ -153,15 +165,37 @@ def test_clear_errors_for_bad_weights_and_names(tmp_path):
         create_backbone({"source": "open_clip", "name": "ViT-Imaginary", "pretrained": None, "kwargs": {}}, 32)
 
 
+PRODUCTION_CONFIGS = ("configs/convnext_xxl.yaml", "configs/eva02_l.yaml", "configs/vit_h14.yaml",
+                      "configs/knn_clip_h14.yaml")
+
+
 def test_production_names_exist_in_installed_libraries():
+    """Each production config's backbone name and pretrained tag are, whole, in the installed library's list."""
     import open_clip
     import timm
 
-    for name in ("convnext_xxlarge.clip_laion2b_soup", "eva02_large_patch14_clip_336.merged2b"):
-        assert timm.is_model(name.split(".")[0]) and name.split(".")[1] in timm.list_pretrained(name.split(".")[0] + ".*")[0] + "".join(timm.list_pretrained(name.split(".")[0] + ".*"))
-    assert "laion2b_s32b_b79k" in open_clip.list_pretrained_tags_by_model("ViT-H-14")
-    for path in ("configs/convnext_xxl.yaml", "configs/eva02_l.yaml", "configs/vit_h14.yaml", "configs/knn_clip_h14.yaml"):
-        load_config(REPO / path)
+    from models.backbones import check_backbone, register_open_clip_configs
+
+    register_open_clip_configs()
+    named = set()
+    for path in PRODUCTION_CONFIGS:
+        cfg = load_config(REPO / path)
+        section = cfg["knn"]["backbone"] if cfg["model"] == "knn" else cfg["backbone"]
+        name, pretrained = section["name"], section["pretrained"]
+        if section["source"] == "timm":  # timm: the tag is part of the name, arch.tag
+            arch = name.split(".")[0]
+            assert pretrained is True and timm.is_model(arch) and name in timm.list_pretrained(f"{arch}.*"), path
+        else:
+            assert name in open_clip.list_models(), path
+            assert pretrained in open_clip.list_pretrained_tags_by_model(name), path
+        check_backbone(section)  # what models.train checks before any image is decoded
+        named.add((section["source"], name, pretrained))
+    assert len(named) == 3  # ConvNeXt-XXL, EVA02-L, ViT-H-14 (the kNN's backbone is the ViT-H's)
+    # a tag's prefix is not a tag: the check compares whole tags
+    for source, name, pretrained in (("timm", "eva02_large_patch14_clip_336.merged", True),
+                                     ("open_clip", "ViT-H-14", "laion2b_s32b")):
+        with pytest.raises(BackboneError, match="has no pretrained tag"):
+            check_backbone({"source": source, "name": name, "pretrained": pretrained})
 
 
 # per family: the top layer (the head) and where some parameters sit (stem 0, each block its own layer, a
