@@ -9,7 +9,8 @@ the test set. When every fold is done: oof.npy, test.npy (mean of L2-normalised 
 predictions), metrics.json, train_log.csv, manifest.json (last).
 
 A finished run with the same config hash is skipped; a different hash is an error naming both
-unless --overwrite. A killed run continues with --resume: finished folds are kept, the
+unless --overwrite (delete it) or --replace-changed (move it aside to OUT.replaced-<its hash>, kept;
+run_all.sh passes this, so an edited config retrains). A killed run continues with --resume: finished folds are kept, the
 interrupted fold continues from its last checkpoint (epoch ends, every `train.checkpoint_every`,
 and the one SIGTERM / SIGINT writes before the process exits), position in the epoch included.
 """
@@ -104,9 +105,10 @@ class TrainingData:
         return PromptSampler(self.train["prompt"], self.ids) if cfg["data"]["sample_per_prompt"] else None
 
 
-def prepare_run_dir(run_dir, cfg, chash, overwrite, env):
+def prepare_run_dir(run_dir, cfg, chash, overwrite, env, replace_changed=False):
     """Create or check the run directory and take its lock (rank 0; train_run releases it).
-    Returns False when an identical run already finished."""
+    Returns False when an identical run already finished. A run with another config hash is an error, unless
+    `overwrite` (deleted) or `replace_changed` (moved aside, see move_aside)."""
     from models.distributed import broadcast_object
 
     run_dir = Path(run_dir)
@@ -117,7 +119,11 @@ def prepare_run_dir(run_dir, cfg, chash, overwrite, env):
     cfg_path = run_dir / CONFIG_FILE
     if cfg_path.is_file():
         old = read_json(cfg_path).get("config_hash")
-        if old != chash and not overwrite:
+        if old != chash and replace_changed and not overwrite:
+            if env.is_main:
+                _log.warning("%s: trained with another config (hash %s); moved to %s", run_dir, old[:12],
+                             move_aside(run_dir, old))
+        elif old != chash and not overwrite:
             raise RunError(f"{run_dir} holds a run with config hash {old}, this config has {chash}; "
                            f"pass --overwrite to replace it (or set another `out:`)")
         if old == chash and is_complete(run_dir) and not overwrite:
@@ -131,6 +137,19 @@ def prepare_run_dir(run_dir, cfg, chash, overwrite, env):
     if env.is_main:
         write_json(cfg_path, {"config_hash": chash, "config": cfg})
     return True
+
+
+def move_aside(run_dir, old_hash):
+    """Move a run's files (all but the lock this process holds) to a new sibling RUN.replaced-<hash>[-n]."""
+    base = run_dir.with_name(f"{run_dir.name}.replaced-{old_hash[:12]}")
+    dest, n = base, 1
+    while dest.exists():
+        dest, n = base.with_name(f"{base.name}-{n}"), n + 1
+    dest.mkdir()
+    for p in run_dir.iterdir():
+        if p.name != LOCK_FILE:
+            p.rename(dest / p.name)
+    return dest
 
 
 def shard_stamp_path(cfg):
@@ -178,7 +197,7 @@ def parse_folds(text, k):
     return folds
 
 
-def train_run(cfg, folds=None, resume=False, overwrite=False, progress=True):
+def train_run(cfg, folds=None, resume=False, overwrite=False, progress=True, replace_changed=False):
     """Train (or continue) a run; returns metrics when the run is complete, else None."""
     import torch
 
@@ -210,7 +229,7 @@ def train_run(cfg, folds=None, resume=False, overwrite=False, progress=True):
             identity["features_from"] = read_json(src)["config_hash"]
         chash = config_hash(cfg, identity)
         run_dir = Path(cfg["out"])
-        if not prepare_run_dir(run_dir, cfg, chash, overwrite, env):
+        if not prepare_run_dir(run_dir, cfg, chash, overwrite, env, replace_changed):
             if env.is_main:
                 _log.info("%s: finished run with the same config hash %s; skipped", run_dir, chash[:12])
             return read_json(run_dir / "metrics.json")
@@ -262,7 +281,10 @@ def main(argv=None):
     ap.add_argument("--config", required=True, help="configs/<model>.yaml")
     ap.add_argument("--folds", default=None, help="comma-separated folds to train (default: all)")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted fold from its last epoch")
-    ap.add_argument("--overwrite", action="store_true", help="replace a run trained with another config")
+    ap.add_argument("--overwrite", action="store_true", help="delete the run in the output folder and train anew")
+    ap.add_argument("--replace-changed", action="store_true",
+                    help="a run trained with another config is moved to <out>.replaced-<its hash> (kept) and this "
+                         "config trains from scratch; a run with this config is continued or skipped as usual")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value, e.g. --set train.epochs=3 (repeatable)")
     ap.add_argument("--no-progress", action="store_true")
@@ -272,7 +294,8 @@ def main(argv=None):
 
     try:
         cfg = load_config(args.config, args.overrides)
-        train_run(cfg, args.folds, args.resume, args.overwrite, progress=not args.no_progress)
+        train_run(cfg, args.folds, args.resume, args.overwrite, progress=not args.no_progress,
+                  replace_changed=args.replace_changed)
     except (InputError, RunError) as e:  # bad data, config, backbone name or weights; a refused run dir
         print_error(e)
         return 2

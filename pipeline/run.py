@@ -220,7 +220,7 @@ def build_stages(cfg, args):
             src_run = work / "runs" / Path(src).name
             sets.append(f"knn.features_from={src_run}")
             inputs.append(src_run / "manifest.json")
-        cmd = launcher + ["models.train", "--config", str(config), "--resume", "--no-progress"]
+        cmd = launcher + ["models.train", "--config", str(config), "--resume", "--replace-changed", "--no-progress"]
         for s in sets:
             cmd += ["--set", s]
         stages.append(Stage(f"train:{name}", cmd, inputs=inputs, outputs=[run_dir / "manifest.json"]))
