@@ -114,7 +114,7 @@ def run(folder, args):
     from ensemble.nested_cv import DEFAULT_RIDGE_ALPHAS, nested_cv
     from ensemble.objective import cosine_and_gradient, dimension_grams, mean_gram, model_stats
     from ensemble.ridge_stacker import fit_ridge, fold_sums, ridge_cosine_sums
-    from ensemble.stackers import fit_dimension_weights_on, fit_model_weights
+    from ensemble.weight_fits import fit_dimension_weights_on, fit_model_weights
 
     tracemalloc.start()
     X = np.load(folder / "X.npy", mmap_mode="r")

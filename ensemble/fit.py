@@ -29,14 +29,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.errors import DataError, print_error
+from core.errors import DataError, exit_on_data_error
 from core.io import save_csv, save_npy, write_json
 from core.submission import write_submission
 from ensemble.apply import (LGBM_FILE, MANIFEST_FILE, OOF_BLEND_FILE, OOF_BLEND_IDS_FILE, RIDGE_FILE, SCORES_FILE,
                             SUBMISSION_FILE, WEIGHTS_CSV, WEIGHTS_FILE)
 from ensemble.blend import blend, save_weights, weights_table
 from ensemble.inputs import load_inputs
-from ensemble.nested_cv import AUTO_METHODS, DEFAULT_RIDGE_ALPHAS, DEFAULT_SHRINKAGE_GRID, nested_cv
+from ensemble.nested_cv import AUTO_METHODS, DEFAULT_RIDGE_ALPHAS, DEFAULT_SHRINKAGE_GRID, LGBM_MIN_FOLDS, nested_cv
 from ensemble.ridge_stacker import predict_ridge, save_ridge
 
 # `auto` includes the LightGBM stacker up to this many OOF rows. Measured with
@@ -194,39 +194,19 @@ def write_outputs(out, result, inputs):
     return test_blend
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    out = Path(args.out)
-    t0 = time.perf_counter()
-    try:
-        inputs = load_inputs(args.runs, targets=args.targets, folds=args.folds, verify_hashes=not args.no_verify_hashes)
-    except (DataError, ValueError) as e:
-        print_error(e)
-        return 2
-    t_load = time.perf_counter() - t0
-    data = inputs.data
-    print(f"{len(inputs.runs)} runs, {data.n_rows} OOF rows in {len(data.fold_values)} folds, "
-          f"{len(inputs.test_ids)} test rows ({t_load:.1f} s to load)", flush=True)
-    for note in inputs.notes:
-        print(f"note: {note}", flush=True)
-    methods, lgbm_reason = methods_to_run(args.method, args.lgbm, data.n_rows)
-    try:
-        result = nested_cv(
-            data, methods=methods, shrinkage_grid=args.shrinkage_grid,
-            choose=None if args.method == "auto" else args.method,
-            nonneg_model=not args.allow_negative_model_weights, nonneg_dim=args.nonneg_dim, seed=args.seed,
-            lgbm_options={"num_threads": args.lgbm_threads}, progress=not args.quiet,
-            ridge_alphas=args.ridge_alphas, drop_one=True, predict_oof=True,
-        )
-    except ValueError as e:
-        print_error(e)
-        return 2
-    t_fit = time.perf_counter() - t0 - t_load
-    test_blend = write_outputs(out, result, inputs)
+def check_folds(inputs, method):
+    """DataError naming the folds file when its OOF rows have too few folds for the nested CV (or --method lgbm)."""
+    k = len(inputs.data.fold_values)
+    if k < 2:
+        raise DataError(inputs.folds_path,
+                        f"the runs' OOF imgIds fall in {k} fold(s) of this file; nested CV needs at least 2")
+    if method == "lgbm" and k < LGBM_MIN_FOLDS:
+        raise DataError(inputs.folds_path, f"--method lgbm needs at least {LGBM_MIN_FOLDS} folds (an early-stopping "
+                                           f"fold inside each training set); the runs' OOF imgIds fall in {k}")
+
+
+def print_result(result, out, inputs, test_blend, lgbm_reason, timings):
     norms = np.linalg.norm(test_blend, axis=1)
-    timings = {"load": round(t_load, 2), "nested_cv_and_refit": round(t_fit, 2),
-               "total": round(time.perf_counter() - t0, 2)}
-    write_json(out / SCORES_FILE, scores_document(result, inputs, args, methods, lgbm_reason, timings, argv))
     print(result.table())
     if result.chosen_shrinkage is not None:
         print(f"per_dim shrinkage per outer fold {result.shrinkage_per_fold}; final {result.chosen_shrinkage:g}")
@@ -238,6 +218,35 @@ def main(argv=None):
     print(f"chosen: {result.chosen_method}   (lgbm: {lgbm_reason})")
     print(f"wrote {out}/: {SUBMISSION_FILE} ({len(inputs.test_ids)} images, row norms {norms.min():.6f}..{norms.max():.6f}), "
           f"{SCORES_FILE}, {MANIFEST_FILE}, {OOF_BLEND_FILE}  [{timings['total']:.1f} s]")
+
+
+@exit_on_data_error
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    inputs = load_inputs(args.runs, targets=args.targets, folds=args.folds, verify_hashes=not args.no_verify_hashes)
+    check_folds(inputs, args.method)
+    t_load = time.perf_counter() - t0
+    data = inputs.data
+    print(f"{len(inputs.runs)} runs, {data.n_rows} OOF rows in {len(data.fold_values)} folds, "
+          f"{len(inputs.test_ids)} test rows ({t_load:.1f} s to load)", flush=True)
+    for note in inputs.notes:
+        print(f"note: {note}", flush=True)
+    methods, lgbm_reason = methods_to_run(args.method, args.lgbm, data.n_rows)
+    result = nested_cv(
+        data, methods=methods, shrinkage_grid=args.shrinkage_grid,
+        choose=None if args.method == "auto" else args.method,
+        nonneg_model=not args.allow_negative_model_weights, nonneg_dim=args.nonneg_dim, seed=args.seed,
+        lgbm_options={"num_threads": args.lgbm_threads}, progress=not args.quiet,
+        ridge_alphas=args.ridge_alphas, drop_one=True, predict_oof=True,
+    )
+    t_fit = time.perf_counter() - t0 - t_load
+    test_blend = write_outputs(out, result, inputs)
+    timings = {"load": round(t_load, 2), "nested_cv_and_refit": round(t_fit, 2),
+               "total": round(time.perf_counter() - t0, 2)}
+    write_json(out / SCORES_FILE, scores_document(result, inputs, args, methods, lgbm_reason, timings, argv))
+    print_result(result, out, inputs, test_blend, lgbm_reason, timings)
     return 0
 
 

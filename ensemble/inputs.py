@@ -146,7 +146,7 @@ def load_inputs(run_dirs, targets=None, folds=None, verify_hashes=True):
     for p in run_dirs:
         key = p.resolve()
         if key in seen:
-            raise ValueError(f"run {p} given twice (also as {seen[key]})")
+            raise DataError(p, f"run directory given twice (also as {seen[key]})")
         seen[key] = p
     runs = [load_run(p, verify_hashes=verify_hashes) for p in run_dirs]
     check_compatible(runs)

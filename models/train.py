@@ -39,8 +39,9 @@ CONFIG_FILE = "config.json"
 _log = logging.getLogger(__name__)
 
 
-class RunError(RuntimeError):
-    pass
+class RunError(InputError):
+    """The run directory refuses this run (locked, another config's, an interrupted fold without --resume) or
+    --folds names folds that do not exist; the message starts with the file or option."""
 
 
 class TrainingData:
@@ -296,7 +297,7 @@ def main(argv=None):
         cfg = load_config(args.config, args.overrides)
         train_run(cfg, args.folds, args.resume, args.overwrite, progress=not args.no_progress,
                   replace_changed=args.replace_changed)
-    except (InputError, RunError) as e:  # bad data, config, backbone name or weights; a refused run dir
+    except InputError as e:  # bad data, config, backbone name or weights; a refused run dir (RunError)
         print_error(e)
         return 2
     except TrainingInterrupted as e:

@@ -298,3 +298,52 @@ def test_each_bad_run_is_one_error_line_through_the_cli(tmp_path, capsys, case, 
     assert len(err) == 1 and err[0].startswith("error: ") and str(p["runs"][1]) in err[0], err
     assert re.search(expected, err[0]), err[0]
     assert not (tmp_path / "ens" / "submission.csv").exists()  # nothing written on bad input
+
+
+def _one_error_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+@pytest.mark.parametrize("k, method, expected", [
+    (1, "auto", r"fall in 1 fold\(s\) of this file; nested CV needs at least 2"),
+    (2, "lgbm", r"--method lgbm needs at least 3 folds"),
+])
+def test_too_few_folds_is_one_error_line_naming_the_folds_file(tmp_path, capsys, k, method, expected):
+    p = project(tmp_path, n=200, n_test=10, n_models=2, k=k)
+    assert main(["--runs", *map(str, p["runs"]), "--out", str(tmp_path / "ens"), "--method", method, *FAST]) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith(f"error: {p['folds']}: ") and re.search(expected, line), line
+    assert not (tmp_path / "ens").exists()  # refused before any fit
+
+
+def test_the_same_run_twice_is_one_error_line_naming_it(tmp_path, capsys):
+    p = project(tmp_path, n=200, n_test=10, n_models=2)
+    again = p["runs"][0].parent / ".." / p["runs"][0].parent.name / p["runs"][0].name
+    assert main(["--runs", str(p["runs"][0]), str(again), "--out", str(tmp_path / "ens"), *FAST]) == 2
+    assert _one_error_line(capsys) == f"error: {again}: run directory given twice (also as {p['runs'][0]})"
+
+
+def test_only_input_errors_become_one_line_a_bug_keeps_its_traceback(tmp_path, capsys, monkeypatch):
+    """The one error rule covers writing the outputs too (a full disk: one line, exit 2); any other exception,
+    a ValueError included, is a bug and is raised with its traceback."""
+    import ensemble.fit as fit
+    from core.errors import WriteError
+
+    p = project(tmp_path, n=200, n_test=10, n_models=2)
+    argv = ["--runs", *map(str, p["runs"]), "--out", str(tmp_path / "ens"), "--method", "per_model", *FAST]
+
+    def full_disk(out, result, inputs):
+        raise WriteError(out / "submission.csv", "No space left on device", 28)
+
+    monkeypatch.setattr(fit, "write_outputs", full_disk)
+    assert fit.main(argv) == 2
+    assert _one_error_line(capsys) == f"error: {tmp_path / 'ens' / 'submission.csv'}: No space left on device"
+
+    def bug(*args, **kwargs):
+        raise ValueError("a bug, not bad input")
+
+    monkeypatch.setattr(fit, "nested_cv", bug)
+    with pytest.raises(ValueError, match="a bug, not bad input"):
+        fit.main(argv)
