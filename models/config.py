@@ -12,8 +12,14 @@ import yaml
 
 from core.io import sha256_json
 from models import schema
-from models.config_schema import (MODEL_CONFIG, TTA_PRESETS, TTA_VIEWS, canonical_tta, parse_checkpoint_every,
-                                  tta_views)
+from models.config_schema import (
+    MODEL_CONFIG,
+    TTA_PRESETS,
+    TTA_VIEWS,
+    canonical_tta,
+    parse_checkpoint_every,
+    tta_views,
+)
 from models.schema import ConfigError
 
 __all__ = ["ConfigError", "DEFAULTS", "HASH_NEUTRAL", "MODEL_CONFIG", "TTA_PRESETS", "TTA_VIEWS", "UNHASHED",

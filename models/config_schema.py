@@ -98,7 +98,8 @@ MODEL_CONFIG = {
     "augment": {
         "rrc_scale": Key([0.75, 1.0], list, test=lambda v: _pair(v, 1),  # random resized crop: area fraction
                          must="[low, high] with 0 < low <= high <= 1"),
-        "rrc_ratio": Key([0.85, 1.15], list, test=lambda v: _pair(v, math.inf), must="[low, high] with 0 < low <= high"),
+        "rrc_ratio": Key([0.85, 1.15], list, test=lambda v: _pair(v, math.inf),
+                         must="[low, high] with 0 < low <= high"),
         "hflip": Key(0.0, float, ge=0, le=1, must="a probability in [0, 1]"),  # hurt on this task: off by default
         "randaugment_ops": Key(2, int, ge=0),  # RandAugment-style ops per image (0: off)
         "randaugment_magnitude": Key(5, float, ge=0, le=10),
@@ -130,7 +131,8 @@ MODEL_CONFIG = {
         "early_stopping_patience": Key(2, int, ge=0),
         # log the OOF fold's cosine every n epochs (monitoring only, never selection)
         "eval_every": Key(1, int, ge=0, note="0: no monitoring evaluation", hashed=False),
-        "num_threads": Key(None, int, null=True, ge=1, hashed=False),  # CPU threads per process; null: cores / processes
+        # CPU threads per process; null: cores / processes
+        "num_threads": Key(None, int, null=True, ge=1, hashed=False),
         "clip_grad": Key(None, float, null=True, gt=0, neutral=None),  # max gradient norm (null: no clipping)
         # mid-epoch checkpoints: every N optimizer updates, or "30min" (null: epoch ends only; SIGTERM / SIGINT
         # always save one)

@@ -130,6 +130,8 @@ def check_type(name, key, value):
 
 def check_value(name, key, value):
     """`value` (type-checked) after `convert`, if it meets the key's bounds, choices and test; else ConfigError."""
+    if value is None and (key.null or key.default_from):
+        return value
     if key.convert:
         try:
             value = key.convert(value)
@@ -137,8 +139,8 @@ def check_value(name, key, value):
             raise
         except ValueError as e:
             raise ConfigError(str(e)) from None
-    if value is None and (key.null or key.default_from):
-        return value
+        if value is None and key.null:
+            return value
     if not _meets(key, value):
         raise ConfigError(f"{name} must be {key.describe()}, got {value!r}")
     return value
@@ -171,7 +173,8 @@ def unknown_key_message(prefix, unknown, valid):
 def merge(schema, update, prefix="", unknown=unknown_key_message):
     """The defaults of `schema` with `update` (a YAML mapping) over them, every given value type-checked.
 
-    Unknown keys: ConfigError(unknown(prefix, unknown keys, valid keys)). Missing REQUIRED keys: ConfigError."""
+    Unknown keys: ConfigError(unknown(prefix, unknown keys, valid keys)). REQUIRED keys not given stay out
+    (`missing` lists them)."""
     if update is None:  # an empty section (`train:` with every line commented out)
         update = {}
     if not isinstance(update, dict):
@@ -186,10 +189,12 @@ def merge(schema, update, prefix="", unknown=unknown_key_message):
             out[k] = merge(spec, value, f"{prefix}{k}.", unknown)
         else:
             out[k] = check_type(prefix + k, spec, copy.deepcopy(value))
-    missing = [k for k, spec in schema.items() if isinstance(spec, Key) and spec.default is REQUIRED and k not in out]
-    if missing:
-        raise ConfigError(f"missing {'key' if prefix else 'section'} {prefix + missing[0]!r}")
     return out
+
+
+def missing(schema, cfg):
+    """The REQUIRED keys of a section that `cfg` (merged) lacks: its owner says what they are for."""
+    return [k for k, spec in schema.items() if isinstance(spec, Key) and spec.default is REQUIRED and k not in cfg]
 
 
 def check_values(schema, cfg, prefix=""):
