@@ -96,7 +96,7 @@ def _is_int(v):
 
 
 def _typed(key, v):
-    """`v` as a value of the key's type (numbers given as text converted), or raise ConfigError."""
+    """`v` as a value of the key's type (numbers given as text converted), or None if it is not one."""
     for t in key.types:
         if t is bool and isinstance(v, bool) or t is int and _is_int(v) or t is dict and isinstance(v, dict):
             return v
