@@ -10,6 +10,10 @@ WORK/.stages/ when it succeeds, and a later run skips it while the fingerprint a
 are unchanged. `--from STAGE` forces that stage and every later one to run again. The first
 failing stage stops the pipeline with its error (exit 2 for bad input: one `error: <file>: <problem>` line).
 
+The pipeline config's keys are declared in pipeline/config.py; every model config it lists is loaded
+(and checked, with the --model-set overrides) before the first stage runs. A `models:` entry is a config
+path or `{config: PATH, gpus: N}` (that run's torchrun processes; default: --gpus).
+
 The scan stage lists every unreadable training image at once and stops the pipeline; with
 `--skip-bad-images` they are listed in WORK/data/checked/bad_images.csv and left out of every later
 stage instead (the same id set everywhere).
@@ -23,20 +27,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
+from typing import Optional
 
 from core.errors import DataError, exit_on_data_error
 from core.faults import fault_point
 from core.io import write_text
+from models.config import load_config
+from pipeline.config import load_pipeline, resolve_config
 
 REPO = Path(__file__).resolve().parents[1]
-# What a pipeline config may hold (configs/pipeline/*.yaml)
-PIPELINE_KEYS = {"data": dict, "folds": dict, "models": list, "ensemble": dict}
-DATA_KEYS = ("demo", "train", "test", "test_prompts")
-DEMO_KEYS = ("n_train", "n_test", "size", "seed")
-FOLDS_KEYS = ("k", "threshold", "mode", "seed")
-ENSEMBLE_KEYS = ("method", "include_baseline")
 
 
 @dataclass
@@ -92,72 +91,36 @@ def _file_digest(path):
     return h.digest()
 
 
-def read_yaml(path, what):
-    """A YAML mapping from `path`; unreadable or unparsable -> DataError naming the file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(path, f"cannot read the {what} ({e})") from None
-    except yaml.YAMLError as e:
-        raise DataError(path, f"the {what} is not valid YAML: {' '.join(str(e).split())}") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise DataError(path, f"the {what} must be a YAML mapping (key: value lines), got a {type(raw).__name__}")
-    return raw
-
-
-def _check_keys(path, section, value, allowed):
-    unknown = sorted(set(value) - set(allowed))
-    if unknown:
-        raise DataError(path, f"unknown key(s) {unknown} in {section}; valid keys: {list(allowed)}")
-
-
-def load_pipeline(path):
-    """Read and check a pipeline config: sections, their keys and types."""
-    path = Path(path)
-    cfg = read_yaml(path, "pipeline config")
-    _check_keys(path, "the pipeline config", cfg, PIPELINE_KEYS)
-    for key in ("data", "folds", "models"):
-        if key not in cfg:
-            raise DataError(path, f"missing section {key!r}")
-    for key, kind in PIPELINE_KEYS.items():
-        if key in cfg and cfg[key] is not None and not isinstance(cfg[key], kind):
-            raise DataError(path, f"{key} must be a {'list' if kind is list else 'mapping'}, got {cfg[key]!r}")
-    d = cfg["data"] or {}
-    _check_keys(path, "data", d, DATA_KEYS)
-    if "demo" in d:
-        if not isinstance(d["demo"], dict):
-            raise DataError(path, f"data.demo must be a mapping of {list(DEMO_KEYS)}")
-        _check_keys(path, "data.demo", d["demo"], DEMO_KEYS)
-        missing = [k for k in ("n_train", "n_test", "size") if k not in d["demo"]]
-    else:
-        missing = [k for k in ("train", "test") if not d.get(k)]
-    if missing:
-        raise DataError(path, f"data needs {missing} (or a demo: section)")
-    _check_keys(path, "folds", cfg["folds"] or {}, FOLDS_KEYS)
-    _check_keys(path, "ensemble", cfg.get("ensemble") or {}, ENSEMBLE_KEYS)
-    if not cfg["models"] or not all(isinstance(m, str) for m in cfg["models"]):
-        raise DataError(path, "models must be a non-empty list of model config paths")
-    return cfg
-
-
-def resolve_config(path, what="model config"):
-    """A config path as given (relative to the current folder) or relative to the repository."""
-    p = Path(path)
-    for cand in (p, REPO / p):
-        if cand.is_file():
-            return cand.resolve()
-    raise DataError(path, f"{what} not found (relative to {Path.cwd()} or {REPO})")
+@dataclass
+class DataPaths:
+    """What the stages after the data read: the training and test sets, their targets and folds."""
+    train: Path
+    test: Path
+    test_prompts: Optional[Path]
+    targets: Path
+    folds: Path
 
 
 def build_stages(cfg, args):
+    """Every stage, in order. Every model config is loaded (and so checked) here, before any stage runs."""
     py = [sys.executable]
     work = Path(args.work).resolve()  # stages run from the repository root
+    stages, data = _data_stages(cfg, args, work, py)
+    stages.append(Stage("baseline", py + ["-m", "models.mean_baseline", "--train", str(data.train),
+                                          "--test", str(data.test), "--targets", str(data.targets),
+                                          "--folds", str(data.folds),
+                                          "--out", str(work / "runs" / "mean_baseline")],
+                        inputs=[data.folds, data.targets / "targets.npy", data.test / "images"],
+                        outputs=[work / "runs" / "mean_baseline" / "manifest.json"]))
+    model_stages, run_dirs = _model_stages(cfg, args, work, py, data)
+    return stages + model_stages + _blend_stages(cfg, work, py, data, run_dirs)
+
+
+def _data_stages(cfg, args, work, py):
+    """data (demo) -> scan -> targets (-> test-targets) -> folds, and the paths they leave."""
     d = cfg["data"]
     stages = []
-    if "demo" in d:
+    if d["demo"]:
         demo = dict(d["demo"])
         for key in ("n_train", "n_test", "size"):
             if getattr(args, key) is not None:
@@ -166,11 +129,11 @@ def build_stages(cfg, args):
         train, test, test_prompts = data / "train", data / "test", data / "test_prompts.csv"
         stages.append(Stage("data", py + ["-m", "datagen.demo", "--out", str(data), "--n-train", str(demo["n_train"]),
                                           "--n-test", str(demo["n_test"]), "--size", str(demo["size"]),
-                                          "--seed", str(demo.get("seed", 0))],
+                                          "--seed", str(demo["seed"])],
                             code=[REPO / "datagen" / "demo"], outputs=[train / "prompts.csv", test_prompts]))
     else:
         train, test = Path(d["train"]).resolve(), Path(d["test"]).resolve()
-        test_prompts = Path(d["test_prompts"]).resolve() if d.get("test_prompts") else None
+        test_prompts = Path(d["test_prompts"]).resolve() if d["test_prompts"] else None
     # One scan of the training images before any long stage: every unreadable one is listed at once. With
     # --skip-bad-images they are left out instead: every later stage reads the checked view (same id set).
     scan_inputs = [train / "prompts.csv", train / "images"]
@@ -191,47 +154,54 @@ def build_stages(cfg, args):
         stages.append(Stage("test-targets", py + ["-m", "core.targets", "--prompts", str(test_prompts),
                                                   "--out", str(work / "targets" / "test")] + text_cache,
                             inputs=[test_prompts], outputs=[work / "targets" / "test" / "meta.json"]))
-    f = cfg["folds"] or {}
+    f = cfg["folds"]
     folds = work / "folds.csv"
     stages.append(Stage("folds", py + ["-m", "core.folds", "--prompts", str(train), "--targets", str(targets),
-                                       "--k", str(f.get("k", 5)), "--threshold", str(f.get("threshold", 0.9)),
-                                       "--mode", f.get("mode", "exact"), "--seed", str(f.get("seed", 42)),
-                                       "--out", str(folds)],
+                                       "--k", str(f["k"]), "--threshold", str(f["threshold"]),
+                                       "--mode", f["mode"], "--seed", str(f["seed"]), "--out", str(folds)],
                         inputs=[train / "prompts.csv", targets / "targets.npy"], outputs=[folds]))
-    stages.append(Stage("baseline", py + ["-m", "models.mean_baseline", "--train", str(train), "--test", str(test),
-                                          "--targets", str(targets), "--folds", str(folds),
-                                          "--out", str(work / "runs" / "mean_baseline")],
-                        inputs=[folds, targets / "targets.npy", test / "images"],
-                        outputs=[work / "runs" / "mean_baseline" / "manifest.json"]))
-    launcher = py + ["-m"]
-    if args.gpus and args.gpus > 1:
-        launcher = py + ["-m", "torch.distributed.run", "--nproc_per_node", str(args.gpus), "-m"]
-    run_dirs = []
-    configs = [resolve_config(m) for m in cfg["models"]]
-    for config in configs:
-        raw = read_yaml(config, "model config")
-        name = raw.get("name") or Path(config).stem
-        run_dir = work / "runs" / name
-        sets = [f"data.train={train}", f"data.test={test}", f"data.targets={targets}", f"data.folds={folds}",
-                f"data.cache_dir={work / 'cache'}", f"out={run_dir}"] + list(args.model_set)
-        inputs = [Path(config), folds, targets / "targets.npy", train / "images", test / "images"]
-        src = raw["knn"].get("features_from") if isinstance(raw.get("knn"), dict) else None
+    return stages, DataPaths(train, test, test_prompts, targets, folds)
+
+
+def _model_stages(cfg, args, work, py, data):
+    """One `train:<name>` stage per model config, loaded by models.config with the overrides its stage runs
+    with: the run name and folder come from there, and a bad config stops the pipeline before stage 1."""
+    stages, run_dirs = [], []
+    for entry in cfg["models"]:
+        config = resolve_config(entry["config"])
+        paths = [f"data.train={data.train}", f"data.test={data.test}", f"data.targets={data.targets}",
+                 f"data.folds={data.folds}", f"data.cache_dir={work / 'cache'}"]
+        model = load_config(config, paths + list(args.model_set))
+        sets = paths + [f"out={work / 'runs' / model['name']}"] + list(args.model_set)
+        inputs = [Path(config), data.folds, data.targets / "targets.npy", data.train / "images", data.test / "images"]
+        src = model["knn"]["features_from"]
         if src:  # a kNN on a trained run's features: point it at that run inside this work tree
             src_run = work / "runs" / Path(src).name
             sets.append(f"knn.features_from={src_run}")
             inputs.append(src_run / "manifest.json")
+        model = load_config(config, sets)  # exactly what the stage runs
+        gpus = entry["gpus"] or args.gpus
+        launcher = py + (["-m", "torch.distributed.run", "--nproc_per_node", str(gpus), "-m"] if gpus and gpus > 1
+                         else ["-m"])
         cmd = launcher + ["models.train", "--config", str(config), "--resume", "--replace-changed", "--no-progress"]
         for s in sets:
             cmd += ["--set", s]
-        stages.append(Stage(f"train:{name}", cmd, inputs=inputs, outputs=[run_dir / "manifest.json"]))
+        run_dir = Path(model["out"])
+        stages.append(Stage(f"train:{model['name']}", cmd, inputs=inputs, outputs=[run_dir / "manifest.json"]))
         run_dirs.append(run_dir)
+    return stages, run_dirs
+
+
+def _blend_stages(cfg, work, py, data, run_dirs):
+    """ensemble -> submission -> offline-submit -> offline-check -> submission-check -> report (-> score)."""
+    test, test_prompts = data.test, data.test_prompts
     ens = work / "ensemble"
-    e = cfg.get("ensemble") or {}
+    e = cfg["ensemble"]
     # The mean-embedding baseline joins the stack as a constant model: the blend's intercept.
-    stacked = ([work / "runs" / "mean_baseline"] if e.get("include_baseline", True) else []) + run_dirs
-    stages.append(Stage("ensemble", py + ["-m", "ensemble.fit", "--runs", *map(str, stacked), "--out", str(ens),
-                                          "--method", e.get("method", "auto")],
-                        inputs=[r / "manifest.json" for r in stacked], outputs=[ens / "submission.csv"]))
+    stacked = ([work / "runs" / "mean_baseline"] if e["include_baseline"] else []) + run_dirs
+    stages = [Stage("ensemble", py + ["-m", "ensemble.fit", "--runs", *map(str, stacked), "--out", str(ens),
+                                      "--method", e["method"]],
+                    inputs=[r / "manifest.json" for r in stacked], outputs=[ens / "submission.csv"])]
     stages.append(Stage("submission", ["cp", str(ens / "submission.csv"), str(work / "submission.csv")],
                         inputs=[ens / "submission.csv"], outputs=[work / "submission.csv"]))
     # Offline inference (fold checkpoints + blend, from the test images alone) must reproduce the

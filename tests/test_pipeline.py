@@ -1,22 +1,26 @@
 """run_all's stages: fingerprints follow code and data content; on a finished pipeline (conftest's tiny_pipeline)
 a rerun skips what is up to date, --from forces a stage and every later one, ensemble.include_baseline: false
 leaves the baseline out of the stack, an edited model config retrains its run (the old one kept) and reruns what
-depends on it; pipeline.summary's scores."""
+depends on it; pipeline.summary's scores; the pipeline config's keys and every model config checked before the
+first stage."""
 import json
 import os
 import re
 import shutil
 
 import numpy as np
+import pytest
 import yaml
 
+from core.errors import DataError
 from core.folds import load_folds
 from core.metric import cosine_scores, mean_cosine
 from core.submission import read_submission
 from core.targets import targets_for
 from datagen.demo import generate_demo
 from oof.runs import load_run
-from pipeline.run import REPO, Stage, code_digest, fingerprint
+from pipeline.config import load_pipeline
+from pipeline.run import REPO, Stage, code_digest, fingerprint, main
 from tests.pipeline_fixtures import MODEL, checkout, run_all
 
 TRAIN = f"train:{MODEL}"
@@ -62,11 +66,11 @@ def mtimes(work, names):
 def test_summary_prints_every_score(tiny_pipeline, capsys):
     """pipeline.summary (the score stage) against the scores recomputed from the files the runs wrote."""
     from oof.residuals import run_residual_correlation
-    from pipeline.summary import main
+    from pipeline.summary import main as summary_main
 
     work = tiny_pipeline.work
     runs = [work / "runs" / "mean_baseline", work / "runs" / MODEL]
-    assert main(["--work", str(work), "--runs", *map(str, runs)]) == 0
+    assert summary_main(["--work", str(work), "--runs", *map(str, runs)]) == 0
     out = capsys.readouterr().out
     assert out.strip() in tiny_pipeline.stdout  # what the pipeline's score stage printed
     targets = work / "targets" / "train"
@@ -150,3 +154,63 @@ def test_edited_model_config_retrains_its_run_keeps_the_old_one_and_reruns_what_
         assert json.loads((p.work / "ensemble" / "scores.json").read_text())  # refitted on the new run
         assert load_run(run).oof.shape == load_run(kept).oof.shape
         assert not np.array_equal(load_run(run).oof, load_run(kept).oof)
+
+
+def _pipeline(tmp_path, models):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"data": {"demo": {"n_train": 20, "n_test": 4, "size": 16}}, "folds": {"k": 2},
+                                    "models": models}))
+    return path
+
+
+def test_every_model_config_is_checked_before_the_first_stage(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((REPO / "configs" / "vit_demo.yaml").read_text() + "\nhead:\n  dropout: 1.5\n")
+    work = tmp_path / "w"
+    assert main(["--config", str(_pipeline(tmp_path, ["configs/eva_demo.yaml", str(bad)])), "--work", str(work)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {bad}: head.dropout must be in [0, 1), got 1.5"
+    assert not work.exists()  # no stage ran
+    # the --model-set overrides are checked with them
+    good = _pipeline(tmp_path, ["configs/eva_demo.yaml"])
+    assert main(["--config", str(good), "--work", str(work), "--model-set", "train.epochs=0"]) == 2
+    assert "eva_demo.yaml: train.epochs must be >= 1, got 0" in capsys.readouterr().err and not work.exists()
+
+
+def test_model_stages_take_name_and_folder_from_the_loaded_config(tmp_path, capsys):
+    named = tmp_path / "named.yaml"
+    named.write_text((REPO / "configs" / "vit_demo.yaml").read_text() + "\nname: vit_small\n")
+    path = _pipeline(tmp_path, [{"config": str(named), "gpus": 2}, "configs/eva_demo.yaml"])
+    assert main(["--config", str(path), "--work", str(tmp_path / "w"), "--list"]) == 0
+    lines = {ln.split(": ", 1)[0]: ln for ln in capsys.readouterr().out.splitlines()}
+    assert "--nproc_per_node 2 -m models.train" in lines["train:vit_small"]  # gpus: that model's processes
+    assert f"out={tmp_path / 'w' / 'runs' / 'vit_small'}" in lines["train:vit_small"]
+    assert "torch.distributed.run" not in lines["train:eva_demo"]  # run_all's --gpus 1
+    assert str(tmp_path / "w" / "runs" / "vit_small") in lines["ensemble"]
+
+
+@pytest.mark.parametrize("models,data,message", [
+    ([{"config": "configs/vit_demo.yaml", "gpu": 2}], None,
+     "unknown key(s) ['gpu'] in models[0]; valid keys: ['config', 'gpus']"),
+    ([{"config": "configs/vit_demo.yaml", "gpus": 0}], None, "models[0].gpus must be null or an integer >= 1, got 0"),
+    ([{"gpus": 2}], None, "models[0] needs ['config']"),
+    ([3], None, "models[0] must be a model config path or a mapping {config: PATH, gpus: N}, got 3"),
+    (["configs/vit_demo.yaml"], {"demo": {"n_train": 20, "n_test": 4, "size": 4}},
+     "data.demo.size must be >= 8, got 4"),
+    (["configs/vit_demo.yaml"], {"demo": {"n_train": "many", "n_test": 4, "size": 16}},
+     "data.demo.n_train must be an integer, got 'many' (str)"),
+    (["configs/vit_demo.yaml"], {"train": 3, "test": "t"}, "data.train must be null or a string, got 3"),
+])
+def test_pipeline_config_values_are_checked(tmp_path, models, data, message):
+    path = _pipeline(tmp_path, models)
+    if data:
+        path.write_text(yaml.safe_dump({"data": data, "folds": {}, "models": models}))
+    with pytest.raises(DataError) as e:
+        load_pipeline(path)
+    assert str(e.value) == f"{path}: {message}"
+
+
+def test_pipeline_defaults_fill_what_a_config_leaves_out(tmp_path):
+    cfg = load_pipeline(_pipeline(tmp_path, ["configs/vit_demo.yaml"]))
+    assert cfg["folds"] == {"k": 2, "threshold": 0.9, "mode": "exact", "seed": 42}
+    assert cfg["data"]["demo"]["seed"] == 0 and cfg["ensemble"] == {"method": "auto", "include_baseline": True}
+    assert cfg["models"] == [{"config": "configs/vit_demo.yaml", "gpus": None}]
