@@ -1,1 +1,2 @@
-"""Synthetic data for running the pipeline end to end where the competition data is absent."""
+"""Data to train on: the procedural demo dataset (demo/), the prompt corpus builder (prompts/) and
+Stable Diffusion 2 image generation (generate/)."""

@@ -21,7 +21,7 @@ INDEX_KINDS = ("auto", "flat", "ivf")
 # 16,000 queries x 1M rows in 341 s at d = 384, 687 s at d = 1024; 2 shared cores), so at d = 1024
 # 16,000 test queries on 250k rows take ~3 min per fold and a 5-fold OOF pass on 250k training rows
 # ~45 min: still affordable for exact results. Above, IVF: 1M rows built in ~1-2 min, searched in
-# under a minute at >= 0.95 recall (README, "kNN at scale").
+# under a minute at >= 0.95 recall (docs/benchmarks.md, bench.bench_knn).
 FLAT_MAX_ROWS = 250_000
 # ivf: cells searched per query. bench/bench_knn.py, 1M clustered rows, nlist 1,000: recall@20 of the
 # exact top-20 0.958 (d = 384) and 0.977 (d = 1024) with 8; 4 fell under 0.95 at d = 384

@@ -5,8 +5,9 @@
         --out /kaggle/working/submission.csv
 
 Each run predicts the images with all its fold checkpoints (`models.predict`: streamed through
-decode workers, no image cache); the ensemble's
-numpy-only blend (`ensemble.apply`) combines them into unit-norm rows. No network, no training data.
+decode workers, no image cache); the fitted ensemble (`ensemble.apply`: numpy for the weight
+blends and ridge, lightgbm for the LightGBM stacker) combines them into unit-norm rows. No network,
+no training data.
 
 The test images are scanned first: an unreadable one is an error listing all of them, or, with
 --skip-bad-images (the Kaggle notebook's default), each run gives it its mean embedding, which the

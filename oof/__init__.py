@@ -1,4 +1,7 @@
-"""OOF artifacts: the run-directory format (write, read, validate) and the OOF analysis report.
+"""OOF artifacts: the run-directory format (write, read, validate), the residual correlation
+between runs and the OOF analysis report.
 
-Only numpy/pandas: a stacker or a report reads a GPU box's runs on a laptop.
+No torch and nothing from `models/`: everything here reads the files runs write, so a laptop can
+analyse a GPU box's runs. Besides numpy and pandas, the report draws with matplotlib, searches
+nearest prompts with faiss, counts tokens with tokenizers and makes thumbnails with PIL.
 """

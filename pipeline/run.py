@@ -3,12 +3,27 @@
     ./run_all.sh [--config configs/pipeline/demo.yaml] [--work work] [--from STAGE] [--gpus N]
                  [--n-train N] [--n-test N] [--size PX] [--model-set KEY=VALUE ...]
 
-Stages: data -> scan -> targets -> folds -> baseline -> one `train:<model>` per model config ->
-ensemble -> submission -> report (the OOF analysis page) -> score. Each stage is one of the
-project's own commands (printed before it runs); its fingerprint (the command line and the content of its input files) is stored under
-WORK/.stages/ when it succeeds, and a later run skips it while the fingerprint and its outputs
-are unchanged. `--from STAGE` forces that stage and every later one to run again. The first
-failing stage stops the pipeline with its error (exit 2 for bad input: one `error: <file>: <problem>` line).
+Stages (`--list` prints them with their commands):
+    data              the demo dataset (demo configs only)
+    scan              every unreadable training image listed at once
+    targets           the training prompts' MiniLM embeddings
+    test-targets      the test prompts' embeddings (when the config gives test_prompts)
+    folds             grouped K folds + prompt groups
+    baseline          the constant mean-embedding run
+    train:<model>     one per model config (torchrun with --gpus N > 1)
+    ensemble          the stacker, chosen and scored by nested CV; the test blend
+    submission        WORK/submission.csv
+    offline-submit    the submission again from the fold checkpoints and the blend alone
+    offline-check     its rows must equal the stacker's (cosine >= 0.999 per image)
+    submission-check  the submission's format, checked against the test images
+    report            the OOF analysis page
+    score             per-model and stacked scores, the test score (when test prompts are known)
+
+Each stage is one of the project's own commands (printed before it runs); its fingerprint (the
+command line and the content of its input files) is stored under WORK/.stages/ when it succeeds,
+and a later run skips it while the fingerprint and its outputs are unchanged. `--from STAGE`
+forces that stage and every later one to run again. The first failing stage stops the pipeline
+with its error (exit 2 for bad input: one `error: <file>: <problem>` line).
 
 The pipeline config's keys are declared in pipeline/config.py; every model config it lists is loaded
 (and checked, with the --model-set overrides) before the first stage runs. A `models:` entry is a config

@@ -1,4 +1,4 @@
-"""bench.gpu_check: the README's command with --smoke runs the GPU check's code on the CPU at toy sizes.
+"""bench.gpu_check: the documented command with --smoke runs the GPU check's code on the CPU at toy sizes.
 
 The CUDA-only lines (device synchronisation, per-phase peak-memory counters, emptying the cache,
 pinned memory) cannot run here; everything else is the code a GPU run takes.
@@ -17,9 +17,9 @@ from tests.test_readme import blocks
 
 
 def readme_argv(out):
-    """The README's bench.gpu_check command line (after `python -m bench.gpu_check`), writing to `out`."""
+    """The documented bench.gpu_check command line (after `python -m bench.gpu_check`), writing to `out`."""
     cmds = [c for c in blocks("bash bench") if c.startswith("python -m bench.gpu_check")]
-    assert len(cmds) == 1, "the README's Benchmarks block runs bench.gpu_check once"
+    assert len(cmds) == 1, "the benchmarks page runs bench.gpu_check once"
     argv = shlex.split(cmds[0])[3:]
     argv[argv.index("--out") + 1] = str(out)
     return argv

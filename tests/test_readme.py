@@ -1,11 +1,15 @@
-"""Every command in README.md is run here (or by CI), so the README cannot go stale.
+"""Every command the documentation shows is run here (or by CI), so the documentation cannot go stale.
 
-README code blocks by info string:
-    bash        runnable commands: run in order in a fresh folder, at tiny sizes (the Kaggle pack
-                without downloading wheels)
-    bash setup  the fresh-machine commands: .ci/run runs the same install, tests and run_all.sh
+The documentation is README.md and the pages of docs/ (PAGES, in the order their commands run).
+Code blocks by info string:
+    bash        runnable commands: run in order (PAGES' order, then the order within a page) in a
+                fresh folder, at tiny sizes (the Kaggle pack without downloading wheels); the stage
+                walk comes first: it builds the work/ tree the later blocks read
+    bash setup  the fresh-machine commands (README.md only): .ci/run runs the same install, tests
+                and run_all.sh
     bash gpu    need GPUs / downloaded weights: each has a CPU stand-in below
     bash bench  benchmarks (long): each must answer --help; their numbers come from real runs
+Relative links between the pages must point at files and headings that exist.
 """
 import os
 import re
@@ -19,22 +23,35 @@ import pytest
 from tests.conftest import SHARED_DATA
 from tests.model_fixtures import REPO
 
-README = (REPO / "README.md").read_text()
+PAGES = ["README.md", "docs/stages.md", "docs/report.md", "docs/training.md", "docs/training-set.md",
+         "docs/data.md", "docs/stacker.md", "docs/kaggle.md", "docs/benchmarks.md", "docs/demo.md"]
+README_MAX_LINES = 300
+# The README's two set-up commands, byte for byte (CI runs the same steps).
+SETUP_COMMANDS = [
+    "python3 -m venv .venv && .venv/bin/pip install -r requirements.txt && ./run_all.sh",
+    "python3 -m venv .venv && .venv/bin/pip install -r requirements.txt && .venv/bin/python -m pytest -q tests",
+]
 TINY_TRAIN = ["--set", "train.epochs=1", "--set", "train.max_steps_per_epoch=2", "--set", "train.batch_size=8",
               "--set", "train.num_threads=1"]
+FENCED = re.compile(r"```([^\n]*)\n(.*?)```", flags=re.S)
 
 
-def blocks(kind):
-    """Command lines of the README's ```<kind> blocks (comments and blank lines dropped)."""
+def read_page(page):
+    return (REPO / page).read_text()
+
+
+def blocks(kind, pages=PAGES):
+    """Command lines of the pages' ```<kind> blocks, in PAGES' order (comments and blank lines dropped)."""
     out = []
-    for info, body in re.findall(r"```([^\n]*)\n(.*?)```", README, flags=re.S):
-        if info.strip() == kind:
-            out += [ln.strip() for ln in body.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    for page in pages:
+        for info, body in FENCED.findall(read_page(page)):
+            if info.strip() == kind:
+                out += [ln.strip() for ln in body.splitlines() if ln.strip() and not ln.strip().startswith("#")]
     return out
 
 
 def tiny(cmd):
-    """The README command at test size: same command and options, plus size-reducing overrides."""
+    """The documented command at test size: same command and options, plus size-reducing overrides."""
     argv = shlex.split(cmd)
     if argv[0] == "python":
         argv[0] = sys.executable
@@ -65,7 +82,7 @@ def env():
 
 @pytest.fixture(scope="module")
 def readme_workspace(tmp_path_factory, env):
-    """Run the README's stage commands in order in a fresh folder; return that folder."""
+    """Run the documentation's ```bash commands in order in a fresh folder; return that folder."""
     cwd = tmp_path_factory.mktemp("readme")
     cmds = blocks("bash")
     assert cmds and cmds[0] == "source .venv/bin/activate"
@@ -90,7 +107,7 @@ def test_every_command_has_help(env):
     modules = sorted({shlex.split(c)[2] for c in blocks("bash") if c.startswith("python -m")})
     modules += ["pipeline.run", "pipeline.summary", "models.image_cache"]
     bench = blocks("bash bench")
-    assert bench, "no ```bash bench block found in the README"
+    assert bench, "no ```bash bench block found in the documentation"
     modules += [shlex.split(cmd)[2] for cmd in bench]
     for module in modules:
         res = run([sys.executable, "-m", module, "--help"], REPO, env, timeout=120)
@@ -99,12 +116,72 @@ def test_every_command_has_help(env):
 
 def test_setup_commands_match_ci():
     setup = blocks("bash setup")
-    assert len(setup) == 2
+    assert setup == SETUP_COMMANDS
     ci = (REPO / ".ci" / "run").read_text()
     install = "pip install -r requirements.txt"
     assert all(install in s for s in setup) and install in ci
     assert setup[0].endswith("./run_all.sh") and "run_all.sh" in ci
     assert setup[1].endswith("python -m pytest -q tests") and "python -m pytest -q tests" in ci
+
+
+def test_readme_is_short_and_keeps_the_setup_commands():
+    readme = read_page("README.md")
+    n = len(readme.splitlines())
+    assert n <= README_MAX_LINES, f"README.md has {n} lines (at most {README_MAX_LINES}): move detail into docs/"
+    # the two set-up blocks, unchanged byte for byte, in the README itself
+    assert re.findall(r"```bash setup\n(.*?)```", readme, flags=re.S) == [c + "\n" for c in SETUP_COMMANDS]
+
+
+def test_pages_list_every_doc_page():
+    """Every page of docs/ is in PAGES: its commands run (in a stated order) and its links are checked."""
+    pages = ["README.md"] + [f"docs/{p.name}" for p in (REPO / "docs").glob("*.md")]
+    assert not set(pages) - set(PAGES), f"pages missing from PAGES: {sorted(set(pages) - set(PAGES))}"
+    assert not set(PAGES) - set(pages), f"PAGES lists pages that do not exist: {sorted(set(PAGES) - set(pages))}"
+    first = next(page for page in PAGES if blocks("bash", [page]))
+    assert blocks("bash", [first])[0] == "source .venv/bin/activate", "the stage walk must be the first ```bash block"
+
+
+def heading_anchors(text):
+    """GitHub's anchors for the Markdown headings of a page (fenced code left out)."""
+    anchors, seen = set(), {}
+    for line in FENCED.sub("", text).splitlines():
+        m = re.match(r"#{1,6} +(.*?) *#* *$", line)
+        if not m:
+            continue
+        slug = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        anchors.add(slug if n == 0 else f"{slug}-{n}")
+    return anchors
+
+
+def relative_links(text):
+    """Targets of the page's inline and reference links, without fenced code and inline code spans."""
+    prose = re.sub(r"`[^`\n]*`", "", FENCED.sub("", text))
+    targets = re.findall(r"\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)", prose)
+    targets += re.findall(r"^ {0,3}\[[^\]]+\]: *(\S+)", prose, flags=re.M)
+    return [t for t in targets if not re.match(r"[a-z][a-z0-9+.-]*:", t, flags=re.I)]  # http:, mailto: ...
+
+
+def test_relative_links_resolve():
+    broken = []
+    for page in PAGES:
+        links = relative_links(read_page(page))
+        if page == "README.md":
+            assert any(t.startswith("docs/") for t in links), "the README links the pages of docs/"
+        for target in links:
+            path, _, anchor = target.partition("#")
+            dest = ((REPO / page).parent / path).resolve() if path else REPO / page
+            if not dest.exists() or REPO not in dest.parents:
+                broken.append(f"{page}: {target}: no such file in the repository")
+            elif anchor and (dest.suffix != ".md" or anchor not in heading_anchors(dest.read_text())):
+                broken.append(f"{page}: {target}: no heading #{anchor} in {dest.relative_to(REPO)}")
+    assert not broken, "\n".join(broken)
+
+
+def test_anchor_slugs_follow_github():
+    assert heading_anchors("# A `b` c: d -> e\n## Same\n## Same\n```\n# not a heading\n```\n") == \
+        {"a-b-c-d---e", "same", "same-1"}
 
 
 def test_gpu_commands_cpu_stand_ins(readme_workspace, env):
@@ -118,7 +195,7 @@ def test_gpu_commands_cpu_stand_ins(readme_workspace, env):
         "python -m datagen.generate --merge data/sd2": "generate",
         "./run_all.sh --config configs/pipeline/generated.yaml --gpus 8": "generate",
     }
-    assert blocks("bash gpu") == list(stand_ins), "a README GPU command without a CPU stand-in"
+    assert blocks("bash gpu") == list(stand_ins), "a documented GPU command without a CPU stand-in"
     res = run([str(REPO / "run_all.sh"), "--config", "configs/pipeline/gpu_production.yaml", "--gpus", "2", "--list"],
               readme_workspace, env)
     train_lines = [ln for ln in res.stdout.splitlines() if ln.startswith("train:")]
@@ -135,7 +212,7 @@ def test_gpu_commands_cpu_stand_ins(readme_workspace, env):
 
 
 def test_generate_commands_cpu_stand_ins(tmp_path, env):
-    """The README's generation walk on the CPU: a tiny random SD2 folder as --model, 2 torchrun processes."""
+    """The documented generation walk on the CPU: a tiny random SD2 folder as --model, 2 torchrun processes."""
     import pandas as pd
 
     from tests.sd_fixtures import build_tiny_sd_pipeline
