@@ -1,4 +1,4 @@
-"""pipeline.kaggle_pack: pack tiny real runs + ensemble, run the Kaggle notebook's cells from the pack, offline."""
+"""pipeline.kaggle.pack: pack tiny real runs + ensemble, run the Kaggle notebook's cells from the pack, offline."""
 import base64
 import hashlib
 import json
@@ -20,10 +20,10 @@ from core.submission import read_submission
 from models.config import load_config
 from models.knn_features import BACKBONES_ENV, PACKED_BACKBONES_DIR
 from models.train import train_run
-from pipeline import kaggle_checkpoints as kc
-from pipeline import kaggle_notebook as nbk
-from pipeline import kaggle_pack as kp
-from pipeline import kaggle_wheels as kw
+from pipeline.kaggle import checkpoints as kc
+from pipeline.kaggle import notebook as nbk
+from pipeline.kaggle import pack as kp
+from pipeline.kaggle import wheels as kw
 from tests.conftest import KAGGLE_SAMPLE
 from tests.model_fixtures import REPO, make_tiny_project, tiny_overrides
 

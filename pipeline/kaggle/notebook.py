@@ -5,7 +5,7 @@ from pathlib import Path
 
 from core.io import read_json, write_text
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_TEMPLATE = REPO / "kaggle" / "notebook.ipynb"
 
 
@@ -23,7 +23,7 @@ NOTEBOOK_CELLS = [
 # Stable Diffusion - Image to Prompts: offline inference
 
 Attach two inputs (Internet off): the competition data and the pack dataset written by
-`python -m pipeline.kaggle_pack` (code, wheels, fold checkpoints, each frozen kNN backbone once,
+`python -m pipeline.kaggle.pack` (code, wheels, fold checkpoints, each frozen kNN backbone once,
 fitted ensemble). The cells
 install the packed wheels without an index, put the packed code on `sys.path`, predict every test
 image with every fold of every blended run, blend them with the fitted ensemble (the weights,

@@ -1,9 +1,9 @@
 """Pack what the Kaggle notebook needs into one folder, to upload as a Kaggle dataset.
 
-    python -m pipeline.kaggle_pack --ensemble work/ensemble [--runs work/runs/a work/runs/b ...]
+    python -m pipeline.kaggle.pack --ensemble work/ensemble [--runs work/runs/a work/runs/b ...]
         [--out work/kaggle_pack] [--wheels timm open_clip_torch ftfy wcwidth | --no-wheels] [--with-torch]
         [--wheel-dir DIR] [--python-version 3.11 --platform manylinux2014_x86_64] [--fp32]
-    python -m pipeline.kaggle_pack --write-notebook kaggle/notebook.ipynb   # (re)write the notebook only
+    python -m pipeline.kaggle.pack --write-notebook kaggle/notebook.ipynb   # (re)write the notebook only
 
 The pack (written beside OUT first, then renamed into place, so a killed pack never leaves a
 half-written folder under a valid name):
@@ -29,8 +29,8 @@ half-written folder under a valid name):
                          the wheels
     OUT/dataset-metadata.json   for `kaggle datasets create -p OUT --dir-mode zip`
 
-The parts: pipeline/kaggle_code.py (the code), kaggle_checkpoints.py (fp16 checkpoints, backbones
-once), kaggle_wheels.py, kaggle_notebook.py. Runs default to the ones ensemble.json names: the
+The parts, in pipeline/kaggle/: code.py (the code), checkpoints.py (fp16 checkpoints, backbones
+once), wheels.py, notebook.py. Runs default to the ones ensemble.json names: the
 path scores.json recorded for each, else ENSEMBLE/../runs/<name>. The notebook reads its settings from SDI2P_PACK, SDI2P_IMAGES and
 SDI2P_OUT, so the same cells run here on a local folder (see tests/test_kaggle_pack.py).
 """
@@ -47,12 +47,12 @@ from pathlib import Path
 from core.errors import DataError, exit_on_data_error
 from core.io import read_json, write_json
 from models.knn_features import PACKED_BACKBONES_DIR
-from pipeline.kaggle_checkpoints import FrozenBackbones, pack_checkpoint
-from pipeline.kaggle_code import copy_code
-from pipeline.kaggle_notebook import write_notebook
-from pipeline.kaggle_wheels import DEFAULT_WHEELS, FAISS_WHEEL, TORCH_WHEELS, collect_wheels, wheel_specs
+from pipeline.kaggle.checkpoints import FrozenBackbones, pack_checkpoint
+from pipeline.kaggle.code import copy_code
+from pipeline.kaggle.notebook import write_notebook
+from pipeline.kaggle.wheels import DEFAULT_WHEELS, FAISS_WHEEL, TORCH_WHEELS, collect_wheels, wheel_specs
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACK_KIND = "sdi2p-kaggle-pack"
 RUN_FILES = ("metrics.json", "mean_embedding.npy")
 
@@ -304,7 +304,7 @@ def make_pack(ensemble_dir, out, run_dirs=None, wheels=DEFAULT_WHEELS, with_torc
 
 @exit_on_data_error
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m pipeline.kaggle_pack", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m pipeline.kaggle.pack", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ensemble", help="fitted ensemble folder (`python -m ensemble.fit --out`)")
     ap.add_argument("--runs", nargs="+", default=None, metavar="RUN_DIR",
