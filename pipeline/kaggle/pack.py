@@ -30,9 +30,10 @@ half-written folder under a valid name):
     OUT/dataset-metadata.json   for `kaggle datasets create -p OUT --dir-mode zip`
 
 The parts, in pipeline/kaggle/: code.py (the code), checkpoints.py (fp16 checkpoints, backbones
-once), wheels.py, notebook.py. Runs default to the ones ensemble.json names: the
-path scores.json recorded for each, else ENSEMBLE/../runs/<name>. The notebook reads its settings from SDI2P_PACK, SDI2P_IMAGES and
-SDI2P_OUT, so the same cells run here on a local folder (see tests/test_kaggle_pack.py).
+once), wheels.py, notebook.py (the notebook, from the cells in notebook_cells.py). Runs default to
+the ones ensemble.json names: the path scores.json recorded for each, else ENSEMBLE/../runs/<name>.
+The notebook reads its settings from SDI2P_PACK, SDI2P_IMAGES and SDI2P_OUT, so the same cells run
+here on a local folder (see tests/test_kaggle_pack.py).
 """
 import argparse
 import importlib.metadata
