@@ -4,6 +4,9 @@ Fast checks of the cell file and the generator; tests/test_kaggle_pack.py runs t
 import ast
 import inspect
 import json
+import os
+import subprocess
+import sys
 
 import nbformat
 import numpy as np
@@ -13,6 +16,7 @@ from core.errors import DataError
 from core.submission import write_submission
 from pipeline.kaggle import notebook as nbk
 from pipeline.kaggle import notebook_cells as cells
+from tests.model_fixtures import REPO
 
 
 def _functions(module):
@@ -88,3 +92,23 @@ def test_check_written_checks_every_image(kaggle_sample, tmp_path, capsys):
     write_submission(tmp_path / "short.csv", ids[1:], emb[1:])
     with pytest.raises(DataError, match="imgIds differ from the images"):
         cells.check_written(images, tmp_path / "short.csv")
+
+
+def test_use_packed_code_imports_from_the_pack_first(tmp_path):
+    """The pack's code shadows the repository's, and the frozen-backbone folder is the pack's (names from its code)."""
+    from models.knn_features import BACKBONES_ENV, PACKED_BACKBONES_DIR
+    from pipeline.kaggle.code import copy_code
+
+    pack = tmp_path / "pack"
+    copy_code(pack / "code")
+    script = ("import os, sys; from pipeline.kaggle.notebook_cells import use_packed_code; "
+              "m = use_packed_code(sys.argv[1]); "
+              f"print(os.environ[{BACKBONES_ENV!r}]); print(sys.modules['models.knn_features'].__file__)")
+    env = dict(os.environ, PYTHONPATH=str(REPO))  # the repository's models are importable too: the pack's win
+    env.pop(BACKBONES_ENV, None)
+    res = subprocess.run([sys.executable, "-c", script, str(pack)], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.splitlines()
+    assert lines[0] == f"code from {pack / 'code'}"
+    assert lines[1:] == [str(pack / PACKED_BACKBONES_DIR), str(pack / "code" / "models" / "knn_features.py")]
