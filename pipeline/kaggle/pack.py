@@ -222,6 +222,30 @@ def _replace_dir(tmp, out):
         os.replace(tmp, out)
 
 
+def _wheel_packages(wheels, with_torch, method, run_entries):
+    """The packages to pack as wheels: those asked for, plus what the runs and the ensemble need."""
+    packages = list(wheels or [])
+    if with_torch:
+        packages += [p for p in TORCH_WHEELS if p not in packages]
+    if packages and method == "lgbm" and "lightgbm" not in packages:
+        packages.append("lightgbm")
+    if packages and any(r["model"] == "knn" for r in run_entries.values()) and FAISS_WHEEL not in packages:
+        packages.append(FAISS_WHEEL)
+    return packages
+
+
+def _print_summary(out, manifest, shared, seconds):
+    """One line: the pack's sizes, what fp16 saved, the frozen backbones shared by `shared` fold checkpoints."""
+    s = manifest["sizes"]
+    mib = 1 / 2**20
+    print(f"wrote {out}/: {s['total'] * mib:.1f} MiB in all (runs {s['runs'] * mib:.1f}, backbones "
+          f"{s['backbones'] * mib:.1f}, wheels {s['wheels'] * mib:.1f}, code {s['code'] * mib:.2f} MiB); checkpoints "
+          f"{s['checkpoints_source'] * mib:.1f} MiB in the runs -> {s['checkpoints_packed'] * mib:.1f} MiB packed; "
+          f"fp16 saved {s['fp16_saving'] * mib:.1f} MiB"
+          + (f" ({len(manifest['backbones'])} frozen backbone(s) stored once for {shared} kNN fold checkpoints)"
+             if shared else "") + f"  [{seconds:.1f} s]")
+
+
 def make_pack(ensemble_dir, out, run_dirs=None, wheels=DEFAULT_WHEELS, with_torch=False, wheel_dir=None,
               python_version=None, platform=None, fp16=True, dataset_id="YOUR_KAGGLE_USERNAME/sdi2p-pack"):
     """Write the pack; returns its MANIFEST (dict)."""
@@ -250,13 +274,7 @@ def make_pack(ensemble_dir, out, run_dirs=None, wheels=DEFAULT_WHEELS, with_torc
         finally:
             torch.set_num_threads(threads)
         ens = pack_ensemble(ensemble_dir, tmp / "ensemble")
-        packages = list(wheels or [])
-        if with_torch:
-            packages += [p for p in TORCH_WHEELS if p not in packages]
-        if packages and ens["method"] == "lgbm" and "lightgbm" not in packages:
-            packages.append("lightgbm")
-        if packages and any(r["model"] == "knn" for r in run_entries.values()) and FAISS_WHEEL not in packages:
-            packages.append(FAISS_WHEEL)
+        packages = _wheel_packages(wheels, with_torch, ens["method"], run_entries)
         wheel_entries = collect_wheels(wheel_specs(packages), tmp / "wheels", wheel_dir, python_version,
                                        platform) if packages else []
         (tmp / "wheels").mkdir(exist_ok=True)
@@ -291,15 +309,7 @@ def make_pack(ensemble_dir, out, run_dirs=None, wheels=DEFAULT_WHEELS, with_torc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    s = manifest["sizes"]
-    mib = 1 / 2**20
-    shared = sum(bool(c["frozen_backbone"]) for c in ckpts)
-    print(f"wrote {out}/: {s['total'] * mib:.1f} MiB in all (runs {s['runs'] * mib:.1f}, backbones "
-          f"{s['backbones'] * mib:.1f}, wheels {s['wheels'] * mib:.1f}, code {s['code'] * mib:.2f} MiB); checkpoints "
-          f"{source_bytes * mib:.1f} MiB in the runs -> {packed_bytes * mib:.1f} MiB packed; fp16 saved "
-          f"{fp16_saving * mib:.1f} MiB"
-          + (f" ({len(manifest['backbones'])} frozen backbone(s) stored once for {shared} kNN fold checkpoints)"
-             if shared else "") + f"  [{time.time() - t0:.1f} s]")
+    _print_summary(out, manifest, sum(bool(c["frozen_backbone"]) for c in ckpts), time.time() - t0)
     return manifest
 
 
