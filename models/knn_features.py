@@ -26,7 +26,7 @@ from core.metric import l2_normalize
 
 FEATURES_DIR = "knn_features"
 FEATURE_CHUNK = 32_768  # rows predicted per pass, written to the memmap before the next
-# A pack (pipeline/kaggle_pack.py) stores each frozen backbone once, as PACK/backbones/<file>; fold
+# A pack (pipeline/kaggle/pack.py) stores each frozen backbone once, as PACK/backbones/<file>; fold
 # checkpoints name the file. Found beside the pack's runs (PACK/runs/<run>/folds/fold<k>/model.pt)
 # or in the folders BACKBONES_ENV lists (the Kaggle notebook sets it).
 PACKED_BACKBONES_DIR = "backbones"

@@ -62,7 +62,7 @@ def tiny(cmd):
         argv += TINY_TRAIN
     if joined == "-m ensemble.fit":
         argv += ["--quiet"]
-    if joined == "-m pipeline.kaggle_pack":
+    if joined == "-m pipeline.kaggle.pack":
         argv += ["--no-wheels"]  # no downloads in tests; tests/test_kaggle_pack.py packs wheels from a folder
     if joined == "-m datagen.prompts":  # the shared prompt files, 20 rows of each
         argv = [a.replace("../shared/data", str(SHARED_DATA)) for a in argv] + ["--limit", "20"]

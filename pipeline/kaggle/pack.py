@@ -1,9 +1,9 @@
 """Pack what the Kaggle notebook needs into one folder, to upload as a Kaggle dataset.
 
-    python -m pipeline.kaggle_pack --ensemble work/ensemble [--runs work/runs/a work/runs/b ...]
+    python -m pipeline.kaggle.pack --ensemble work/ensemble [--runs work/runs/a work/runs/b ...]
         [--out work/kaggle_pack] [--wheels timm open_clip_torch ftfy wcwidth | --no-wheels] [--with-torch]
         [--wheel-dir DIR] [--python-version 3.11 --platform manylinux2014_x86_64] [--fp32]
-    python -m pipeline.kaggle_pack --write-notebook kaggle/notebook.ipynb   # (re)write the notebook only
+    python -m pipeline.kaggle.pack --write-notebook kaggle/notebook.ipynb   # (re)write the notebook only
 
 The pack (written beside OUT first, then renamed into place, so a killed pack never leaves a
 half-written folder under a valid name):
@@ -29,10 +29,11 @@ half-written folder under a valid name):
                          the wheels
     OUT/dataset-metadata.json   for `kaggle datasets create -p OUT --dir-mode zip`
 
-The parts: pipeline/kaggle_code.py (the code), kaggle_checkpoints.py (fp16 checkpoints, backbones
-once), kaggle_wheels.py, kaggle_notebook.py. Runs default to the ones ensemble.json names: the
-path scores.json recorded for each, else ENSEMBLE/../runs/<name>. The notebook reads its settings from SDI2P_PACK, SDI2P_IMAGES and
-SDI2P_OUT, so the same cells run here on a local folder (see tests/test_kaggle_pack.py).
+The parts, in pipeline/kaggle/: code.py (the code), checkpoints.py (fp16 checkpoints, backbones
+once), wheels.py, notebook.py (the notebook, from the cells in notebook_cells.py). Runs default to
+the ones ensemble.json names: the path scores.json recorded for each, else ENSEMBLE/../runs/<name>.
+The notebook reads its settings from SDI2P_PACK, SDI2P_IMAGES and SDI2P_OUT, so the same cells run
+here on a local folder (see tests/test_kaggle_pack.py).
 """
 import argparse
 import importlib.metadata
@@ -47,12 +48,12 @@ from pathlib import Path
 from core.errors import DataError, exit_on_data_error
 from core.io import read_json, write_json
 from models.knn_features import PACKED_BACKBONES_DIR
-from pipeline.kaggle_checkpoints import FrozenBackbones, pack_checkpoint
-from pipeline.kaggle_code import copy_code
-from pipeline.kaggle_notebook import write_notebook
-from pipeline.kaggle_wheels import DEFAULT_WHEELS, FAISS_WHEEL, TORCH_WHEELS, collect_wheels, wheel_specs
+from pipeline.kaggle.checkpoints import FrozenBackbones, pack_checkpoint
+from pipeline.kaggle.code import copy_code
+from pipeline.kaggle.notebook import write_notebook
+from pipeline.kaggle.wheels import DEFAULT_WHEELS, FAISS_WHEEL, TORCH_WHEELS, collect_wheels, wheel_specs
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACK_KIND = "sdi2p-kaggle-pack"
 RUN_FILES = ("metrics.json", "mean_embedding.npy")
 
@@ -221,6 +222,30 @@ def _replace_dir(tmp, out):
         os.replace(tmp, out)
 
 
+def _wheel_packages(wheels, with_torch, method, run_entries):
+    """The packages to pack as wheels: those asked for, plus what the runs and the ensemble need."""
+    packages = list(wheels or [])
+    if with_torch:
+        packages += [p for p in TORCH_WHEELS if p not in packages]
+    if packages and method == "lgbm" and "lightgbm" not in packages:
+        packages.append("lightgbm")
+    if packages and any(r["model"] == "knn" for r in run_entries.values()) and FAISS_WHEEL not in packages:
+        packages.append(FAISS_WHEEL)
+    return packages
+
+
+def _print_summary(out, manifest, shared, seconds):
+    """One line: the pack's sizes, what fp16 saved, the frozen backbones shared by `shared` fold checkpoints."""
+    s = manifest["sizes"]
+    mib = 1 / 2**20
+    print(f"wrote {out}/: {s['total'] * mib:.1f} MiB in all (runs {s['runs'] * mib:.1f}, backbones "
+          f"{s['backbones'] * mib:.1f}, wheels {s['wheels'] * mib:.1f}, code {s['code'] * mib:.2f} MiB); checkpoints "
+          f"{s['checkpoints_source'] * mib:.1f} MiB in the runs -> {s['checkpoints_packed'] * mib:.1f} MiB packed; "
+          f"fp16 saved {s['fp16_saving'] * mib:.1f} MiB"
+          + (f" ({len(manifest['backbones'])} frozen backbone(s) stored once for {shared} kNN fold checkpoints)"
+             if shared else "") + f"  [{seconds:.1f} s]")
+
+
 def make_pack(ensemble_dir, out, run_dirs=None, wheels=DEFAULT_WHEELS, with_torch=False, wheel_dir=None,
               python_version=None, platform=None, fp16=True, dataset_id="YOUR_KAGGLE_USERNAME/sdi2p-pack"):
     """Write the pack; returns its MANIFEST (dict)."""
@@ -249,13 +274,7 @@ def make_pack(ensemble_dir, out, run_dirs=None, wheels=DEFAULT_WHEELS, with_torc
         finally:
             torch.set_num_threads(threads)
         ens = pack_ensemble(ensemble_dir, tmp / "ensemble")
-        packages = list(wheels or [])
-        if with_torch:
-            packages += [p for p in TORCH_WHEELS if p not in packages]
-        if packages and ens["method"] == "lgbm" and "lightgbm" not in packages:
-            packages.append("lightgbm")
-        if packages and any(r["model"] == "knn" for r in run_entries.values()) and FAISS_WHEEL not in packages:
-            packages.append(FAISS_WHEEL)
+        packages = _wheel_packages(wheels, with_torch, ens["method"], run_entries)
         wheel_entries = collect_wheels(wheel_specs(packages), tmp / "wheels", wheel_dir, python_version,
                                        platform) if packages else []
         (tmp / "wheels").mkdir(exist_ok=True)
@@ -290,21 +309,13 @@ def make_pack(ensemble_dir, out, run_dirs=None, wheels=DEFAULT_WHEELS, with_torc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    s = manifest["sizes"]
-    mib = 1 / 2**20
-    shared = sum(bool(c["frozen_backbone"]) for c in ckpts)
-    print(f"wrote {out}/: {s['total'] * mib:.1f} MiB in all (runs {s['runs'] * mib:.1f}, backbones "
-          f"{s['backbones'] * mib:.1f}, wheels {s['wheels'] * mib:.1f}, code {s['code'] * mib:.2f} MiB); checkpoints "
-          f"{source_bytes * mib:.1f} MiB in the runs -> {packed_bytes * mib:.1f} MiB packed; fp16 saved "
-          f"{fp16_saving * mib:.1f} MiB"
-          + (f" ({len(manifest['backbones'])} frozen backbone(s) stored once for {shared} kNN fold checkpoints)"
-             if shared else "") + f"  [{time.time() - t0:.1f} s]")
+    _print_summary(out, manifest, sum(bool(c["frozen_backbone"]) for c in ckpts), time.time() - t0)
     return manifest
 
 
 @exit_on_data_error
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m pipeline.kaggle_pack", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m pipeline.kaggle.pack", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ensemble", help="fitted ensemble folder (`python -m ensemble.fit --out`)")
     ap.add_argument("--runs", nargs="+", default=None, metavar="RUN_DIR",

@@ -10,7 +10,7 @@ from pathlib import Path
 from core.errors import DataError
 from core.io import sha256_file
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Not on Kaggle's images (or there at other versions): open_clip and its pure-Python requirements.
 DEFAULT_WHEELS = ("timm", "open_clip_torch", "ftfy", "wcwidth")
 TORCH_WHEELS = ("torch", "torchvision")

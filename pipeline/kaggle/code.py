@@ -4,7 +4,7 @@ import ast
 import shutil
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # What the notebook runs; everything first-party it imports (at module level or inside functions)
 # travels in the pack.
 ENTRY_MODULES = ("models.submit",)
