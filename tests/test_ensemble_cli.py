@@ -9,12 +9,12 @@ import pytest
 from core.errors import DataError
 from core.io import sha256_file, write_json
 from core.submission import read_submission
-from ensemble import synthetic as S
 from ensemble.apply import apply_ensemble
 from ensemble.data import StackData
 from ensemble.fit import LGBM_AUTO_MAX_ROWS, main, methods_to_run
 from ensemble.inputs import load_inputs
 from oof.runs import MANIFEST_FILE, OOF_FILE
+from tests import synthetic as S
 
 N, N_TEST = 600, 40
 FAST = ["--shrinkage-grid", "1,0", "--ridge-alphas", "3", "--quiet"]

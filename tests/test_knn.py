@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from bench.bench_knn import clustered_unit_vectors, mixture
 from core.dataset import load_dataset
 from models import knn, knn_features, knn_index
 from models.config import ConfigError, config_hash, load_config
 from models.train import train_run
 from tests.model_fixtures import REPO, make_tiny_project, tiny_overrides
+from tests.synthetic import clustered_unit_vectors, mixture
 
 
 def reference_knn(query, bank, targets, k, temperature):

@@ -52,7 +52,7 @@ def test_chunked_accumulation_equals_corrcoef():
 
 
 def test_run_directories_are_aligned_by_img_id(tmp_path):
-    from ensemble.synthetic import write_synthetic_project
+    from tests.synthetic import write_synthetic_project
     from oof.residuals import run_residual_correlation
     from oof.runs import load_run, write_run
 

@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from bench.bench_report import write_project
 from core.io import sha256_file, write_json
 from core.metric import cosine_scores, mean_cosine
 from core.targets import targets_for
@@ -24,6 +23,7 @@ from oof.report.failures import by_word, nearest_prompts
 from oof.report.text import PromptPieces, load_tokenizer, token_lengths
 from oof.report.load import open_targets
 from oof.runs import LOG_FILE, MANIFEST_FILE, load_run, write_run
+from tests.synthetic import write_report_project
 
 REPO = Path(__file__).resolve().parents[1]
 N, N_TEST, K = 600, 40, 5
@@ -36,7 +36,7 @@ def demo(tmp_path_factory):
     from ensemble.fit import main as fit
 
     root = tmp_path_factory.mktemp("report_demo")
-    p = write_project(root, N, m=3, k=K, n_test=N_TEST, images=True)
+    p = write_report_project(root, N, m=3, k=K, n_test=N_TEST, images=True)
     ens = root / "ensemble"
     assert fit(["--runs", *map(str, p["runs"]), "--out", str(ens), "--method", "per_dim", "--shrinkage-grid", "1,0",
                 "--no-lgbm", "--quiet"]) == 0
@@ -222,10 +222,10 @@ def _error_line(capsys):
 
 
 def test_compare_refuses_runs_with_other_ids_or_folds(demo, tmp_path, capsys):
-    other_ids = write_project(tmp_path / "ids", N - 10, m=1, k=K, n_test=N_TEST)
+    other_ids = write_report_project(tmp_path / "ids", N - 10, m=1, k=K, n_test=N_TEST)
     assert main(["--compare", str(demo["runs"][0]), str(other_ids["runs"][0]), "--out", str(tmp_path / "c")]) == 2
     assert "imgIds differ" in _error_line(capsys)
-    other_folds = write_project(tmp_path / "folds", N, m=1, k=K, n_test=N_TEST, seed=1)
+    other_folds = write_report_project(tmp_path / "folds", N, m=1, k=K, n_test=N_TEST, seed=1)
     assert main(["--compare", str(demo["runs"][0]), str(other_folds["runs"][0]), "--out", str(tmp_path / "c")]) == 2
     assert "different folds" in _error_line(capsys)
     assert main(["--compare", str(demo["runs"][0]), str(demo["unfinished"]), "--out", str(tmp_path / "c")]) == 2
