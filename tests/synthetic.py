@@ -85,7 +85,8 @@ def make_folds(n, k=5, seed=0):
 
 
 def make_groups(folds):
-    """Prompt-group labels nested in the folds: consecutive rows of a fold paired (groups of 2, one of 1 per odd fold)."""
+    """Prompt-group labels nested in the folds: consecutive rows of a fold paired (groups of 2, one of 1 per odd
+    fold)."""
     folds = np.asarray(folds)
     groups = np.empty(len(folds), dtype=np.int64)
     start = 0
@@ -168,7 +169,8 @@ def write_synthetic_project(root, n=3000, n_test=200, sigma=None, n_models=3, k=
     """Write targets, folds.csv, groups.csv and one run directory per model under `root`.
 
     Returns dict(runs=[run dirs], targets=dir, folds=folds.csv, ids, test_ids, T, X (M, N, D) raw OOF,
-    X_test, folds_array, groups_array, names). `run_ids` / `test_ids` (per-run lists) let a test break the alignment on purpose.
+    X_test, folds_array, groups_array, names). `run_ids` / `test_ids` (per-run lists) let a test break the
+    alignment on purpose.
     """
     root = Path(root)
     sigma = noise_levels(n_models, seed=seed) if sigma is None else np.asarray(sigma, dtype=np.float32)
