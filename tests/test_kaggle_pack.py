@@ -25,7 +25,7 @@ from pipeline import kaggle_notebook as nbk
 from pipeline import kaggle_pack as kp
 from pipeline import kaggle_wheels as kw
 from tests.conftest import KAGGLE_SAMPLE
-from tests.model_fixtures import REPO, make_tiny_project, tiny_overrides
+from tests.model_fixtures import REPO, frozen_backbone_overrides, make_tiny_project, tiny_overrides
 
 DUMMY_SPEC = "sdi2p-dummy==0.0.1"
 FAISS_SPEC = f"faiss-cpu=={kw.read_pins()['faiss-cpu']}"
@@ -65,15 +65,8 @@ def packed(tmp_path_factory, kaggle_sample):
     _train(root, "configs/vit_demo.yaml", runs / "vit_demo")
     _train(root, "configs/knn_demo.yaml", runs / "knn_demo", [f"knn.features_from={runs / 'convnext_demo'}"])
     # kNN on a frozen "pretrained" backbone whose weights are a local file: the pack must carry them
-    from models.backbones import create_backbone
-
-    torch.manual_seed(0)
-    weights = root / "pretrained" / "convnext_atto.pth"
-    weights.parent.mkdir()
-    torch.save(create_backbone({"source": "timm", "name": "convnext_atto", "pretrained": None, "kwargs": {}},
-                               32).module.state_dict(), weights)
-    _train(root, "configs/knn_demo.yaml", runs / "knn_frozen",
-           ["knn.features_from=null", f"knn.backbone={{source: timm, name: convnext_atto, pretrained: {weights}}}"])
+    weights, frozen = frozen_backbone_overrides(root / "pretrained")
+    _train(root, "configs/knn_demo.yaml", runs / "knn_frozen", frozen)
     from models.mean_baseline import main as mean_baseline
 
     assert mean_baseline(["--train", str(root / "data" / "train"), "--test", str(root / "data" / "test"),
