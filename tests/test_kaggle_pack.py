@@ -25,6 +25,7 @@ from pipeline import kaggle_notebook as nbk
 from pipeline import kaggle_pack as kp
 from pipeline import kaggle_wheels as kw
 from tests.conftest import KAGGLE_SAMPLE
+from tests.helpers import subprocess_env
 from tests.model_fixtures import REPO, frozen_backbone_overrides, make_tiny_project, tiny_overrides
 
 DUMMY_SPEC = "sdi2p-dummy==0.0.1"
@@ -78,7 +79,7 @@ def packed(tmp_path_factory, kaggle_sample):
     # shows, and the notebook applies ridge.npz (its weights.npz fallback travels too)
     res = subprocess.run([sys.executable, "-m", "ensemble.fit", "--runs", *[str(runs / n) for n in names],
                           "--out", str(ens), "--method", "ridge", "--ridge-alphas", "30,3", "--quiet"],
-                         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True)
+                         cwd=REPO, env=subprocess_env(), capture_output=True, text=True)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     t_built = time.time()
 
