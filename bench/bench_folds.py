@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 
-from bench.synthetic import planted_near_duplicates
 from core.folds import group_prompts
+from tests.synthetic import planted_near_duplicates
 
 
 def run_mode(x, src, dst, mode, threshold, **kw):

@@ -28,32 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from core.io import write_json
-
-GEN_CHUNK = 65_536
-
-
-def clustered_unit_vectors(path, n, d, centres, seed):
-    """Write (n, d) float16 unit rows to a .npy at `path`, drawn from the mixture (see the module doc)."""
-    rng = np.random.default_rng(seed)
-    c, w, spread = centres
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(n, d))
-    for s in range(0, n, GEN_CHUNK):
-        m = min(GEN_CHUNK, n - s)
-        who = rng.choice(len(c), m, p=w)
-        x = rng.standard_normal((m, d), dtype=np.float32) * (spread[who, None] / np.sqrt(d)) + c[who]
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
-        out[s:s + m] = x
-    out.flush()
-    del out
-
-
-def mixture(n_clusters, d, seed):
-    rng = np.random.default_rng(seed)
-    c = rng.standard_normal((n_clusters, d), dtype=np.float32)
-    c /= np.linalg.norm(c, axis=1, keepdims=True)
-    w = rng.lognormal(0.0, 1.0, n_clusters)
-    spread = rng.uniform(0.5, 1.0, n_clusters).astype(np.float32)  # member-member cosine 1 / (1 + s^2): 0.5-0.8
-    return c, w / w.sum(), spread
+from tests.synthetic import clustered_unit_vectors, mixture
 
 
 def _peak_gib():

@@ -9,7 +9,7 @@ per fold, metrics.json with provenance), and test targets. Then it runs the repo
 process and reports its wall time and peak memory (the child's ru_maxrss, which counts touched
 memory-mapped pages too). Target (issue 9): < 2 minutes and < 4 GiB at 500,000 rows x 4 models.
 
-`write_project` also serves tests/test_report.py at demo size (with images).
+The project is tests/synthetic.py's `write_report_project` (tests/test_report.py uses it at demo size).
 """
 import argparse
 import json
@@ -22,111 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-D = 384
-SOURCES = ("laion", "diffusiondb", "chatgpt")
-SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "qua", "bri", "dro", "fle", "gra", "pho", "str")
-COMMON = ("a", "the", "of", "in", "with", "and", "portrait", "photo", "painting", "city", "forest", "cat", "dog",
-          "robot", "castle", "sunset", "ocean", "mountain", "detailed", "render", "style", "neon", "ancient")
-
-
-def make_vocabulary(size, seed):
-    rng = np.random.default_rng(seed)
-    words = set(COMMON)
-    while len(words) < size:
-        words.add("".join(rng.choice(SYLLABLES, size=int(rng.integers(2, 5)))))
-    return np.array(sorted(words))
-
-
-def make_prompts(n, seed=0, vocab_size=20000):
-    """n synthetic prompts of 4-40 words, Zipf-like word frequencies, and a source per prompt."""
-    rng = np.random.default_rng(seed)
-    vocab = make_vocabulary(vocab_size, seed)
-    p = 1.0 / np.arange(1, len(vocab) + 1)
-    p /= p.sum()
-    vocab = vocab[rng.permutation(len(vocab))]
-    lengths = rng.integers(4, 41, size=n)
-    words = vocab[rng.choice(len(vocab), size=int(lengths.sum()), p=p)]
-    cuts = np.cumsum(lengths)[:-1]
-    prompts = [" ".join(ws) for ws in np.split(words, cuts)]
-    return prompts, rng.choice(SOURCES, size=n, p=[0.5, 0.3, 0.2])
-
-
-def make_groups_and_folds(n, k, seed=0):
-    """Prompt groups of 1-3 consecutive rows, each group in one fold."""
-    rng = np.random.default_rng(seed + 5)
-    starts = rng.random(n) < 0.7
-    starts[0] = True
-    groups = np.cumsum(starts) - 1
-    fold_of_group = rng.integers(0, k, size=groups[-1] + 1)
-    return groups, fold_of_group[groups]
-
-
-def write_images(folder, ids, px=32, seed=0):
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in ids:
-        Image.fromarray(rng.integers(0, 256, size=(px, px, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-
-
-def write_project(root, n, m=4, k=5, n_test=200, seed=0, images=False, chunk=20000, epochs=3):
-    """Everything the report reads, under `root`.
-
-    Returns dict(runs, targets, test_targets, folds, train, ids, test_ids, names, groups, folds_array)."""
-    from core.folds import groups_path, save_folds, save_groups
-    from core.io import save_csv, sha256_strings
-    from ensemble import synthetic as S
-    from oof.runs import LOG_COLUMNS, write_run
-
-    root = Path(root)
-    ids, test_ids = S.make_ids(n), S.make_ids(n_test, prefix="test")
-    train = root / "data" / "train"
-    prompts, sources = make_prompts(n, seed)
-    save_csv(train / "prompts.csv", pd.DataFrame({"imgId": ids, "prompt": prompts, "source": sources}))
-    if images:
-        write_images(train / "images", ids, seed=seed)
-    groups, folds = make_groups_and_folds(n, k, seed)
-    folds_path = root / "folds.csv"
-    folds_meta = save_folds(folds_path, ids, folds, {"k": k, "synthetic": True})
-    save_groups(groups_path(folds_path), ids, groups)
-    tmp = root / "tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
-    T = np.lib.format.open_memmap(tmp / "T.npy", mode="w+", dtype=np.float32, shape=(n + n_test, D))
-    X = np.lib.format.open_memmap(tmp / "X.npy", mode="w+", dtype=np.float32, shape=(m, n + n_test, D))
-    sigma = S.noise_levels(m, seed=seed, spread=0.1)
-    for s in range(0, n + n_test, chunk):
-        e = min(s + chunk, n + n_test)
-        T[s:e] = S.make_targets(e - s, seed=seed + s + 1, mean_seed=seed)
-        S.make_predictions(T[s:e], sigma, seed=seed + s, out=X[:, s:e])
-    targets = S.write_targets_folder(root / "targets" / "train", ids, T[:n])
-    test_targets = S.write_targets_folder(root / "targets" / "test", test_ids, T[n:])
-    names = [f"model{j}" for j in range(m)]
-    runs = []
-    for j, name in enumerate(names):
-        log = [[f, ep, 1.0 - 0.05 * ep - 0.01 * j, 0.5 + 0.02 * ep + 0.01 * j, 1e-3, 10.0]
-               for f in range(k) for ep in range(epochs)]
-        metrics = {"name": name, "model": "synthetic", "config": {"name": name, "train": {"lr": 1e-3 * (j + 1)}},
-                   "config_hash": sha256_strings([name]), "wall_seconds": 100.0 + j, "train_images_per_sec": 50.0 + j,
-                   "argv": ["python", "-m", "models.train", "--config", f"configs/{name}.yaml"],
-                   "folds": {"path": str(folds_path), "sha256": folds_meta["folds_sha256"]},
-                   "targets": {"path": str(targets), "key": sha256_strings(ids)},
-                   "train_images": {"path": str(train), "n": n, "ids_sha256": sha256_strings(ids)},
-                   "test_images": {"path": None, "n": n_test, "ids_sha256": sha256_strings(test_ids)}}
-        run_dir = root / "runs" / name
-        write_run(run_dir, ids, X[j, :n], test_ids, X[j, n:], np.asarray(T[:n].mean(axis=0)), metrics,
-                  pd.DataFrame(log, columns=LOG_COLUMNS))
-        runs.append(run_dir)
-    del T, X
-    for f in tmp.iterdir():
-        f.unlink()
-    tmp.rmdir()
-    return {"runs": runs, "targets": targets, "test_targets": test_targets, "folds": folds_path, "train": train,
-            "ids": ids, "test_ids": test_ids, "names": names, "groups": groups, "folds_array": folds}
-
+from tests.synthetic import write_report_project
 
 REPORT_CHILD = (  # runs the report and prints its own peak memory and CPU time
     "import resource, sys; from oof.report.cli import main; rc = main(sys.argv[1:]); "
@@ -145,7 +41,7 @@ def main(argv=None):
     ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.generate_only:  # in a child process, so that the report's process never inherits its memory
-        write_project(Path(args.keep), args.n, m=args.m, k=args.k, n_test=args.n_test)
+        write_report_project(Path(args.keep), args.n, m=args.m, k=args.k, n_test=args.n_test)
         return 0
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     with tempfile.TemporaryDirectory(prefix="bench_report_") as tmpdir:

@@ -31,19 +31,15 @@ D = 384
 
 def generate(folder, n, m, k, seed):
     """Write X.npy (M, N, D) L2-normalised rows, T.npy (N, D), folds.npy, all grouped by fold."""
-    from ensemble import synthetic as S
+    from tests.synthetic import fill_targets_and_predictions, noise_levels
 
     folder = Path(folder)
     T = np.lib.format.open_memmap(folder / "T.npy", mode="w+", dtype=np.float32, shape=(n, D))
     X = np.lib.format.open_memmap(folder / "X.npy", mode="w+", dtype=np.float32, shape=(m, n, D))
     chunk = 20000
-    sigma = S.noise_levels(m, seed=seed, spread=0.1)
+    fill_targets_and_predictions(T, X, noise_levels(m, seed=seed, spread=0.1), seed=seed, chunk=chunk)
     for s in range(0, n, chunk):
-        e = min(s + chunk, n)
-        t = S.make_targets(e - s, seed=seed + s + 1, mean_seed=seed)  # one mean direction for all rows
-        T[s:e] = t
-        S.make_predictions(t, sigma, seed=seed + s, out=X[:, s:e])
-        X[:, s:e] /= np.linalg.norm(X[:, s:e], axis=2, keepdims=True)
+        X[:, s:s + chunk] /= np.linalg.norm(X[:, s:s + chunk], axis=2, keepdims=True)
     X.flush()
     T.flush()
     np.save(folder / "folds.npy", np.sort(np.arange(n) % k))

@@ -13,7 +13,6 @@
     blend.py         numpy-only: row normalisation, weights.npz, applying linear weights (what offline inference reuses)
     apply.py         apply a fitted ensemble folder; owns that folder's file names
     fit.py           the CLI: python -m ensemble.fit --runs RUN_DIR ...
-    synthetic.py     synthetic OOF sets and run directories with a known best blend (tests and benchmarks)
 
 Nothing here imports torch or `models/`: it reads only the files runs write.
 """

@@ -33,6 +33,15 @@ def kaggle_sample():
     return KAGGLE_SAMPLE
 
 
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A tiny demo project (tests/model_fixtures.make_tiny_project: data, targets, folds.csv, groups.csv), one per
+    test module; a module that needs another size or more files defines its own `project`."""
+    from tests.model_fixtures import make_tiny_project
+
+    return make_tiny_project(tmp_path_factory.mktemp("proj"))
+
+
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory):
     """The smallest whole run_all (tests/pipeline_fixtures.py), run once per session for the crash and pipeline

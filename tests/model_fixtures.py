@@ -22,7 +22,8 @@ def make_tiny_project(root, n_train=36, n_test=6, size=32, k=2, seed=3):
     return root
 
 
-def tiny_overrides(root, out, epochs=1, steps=2, size=32, extra=()):
+def _project_overrides(root, out, size, epochs, steps):
+    """The tiny project's paths, the run's folder, the image size and a few short epochs."""
     root = Path(root)
     return [
         f"data.train={root / 'data' / 'train'}",
@@ -34,11 +35,35 @@ def tiny_overrides(root, out, epochs=1, steps=2, size=32, extra=()):
         f"image.size={size}",
         f"train.epochs={epochs}",
         f"train.max_steps_per_epoch={steps}",
+    ]
+
+
+def tiny_overrides(root, out, epochs=1, steps=2, size=32, extra=()):
+    return [
+        *_project_overrides(root, out, size, epochs, steps),
         "train.batch_size=8",
         "train.num_threads=1",
         "predict.batch_size=16",
         *extra,
     ]
+
+
+def frozen_backbone_overrides(folder):
+    """A kNN run's overrides for a frozen convnext_atto whose "pretrained" weights are a local file: random init
+    (seed 0) saved to `folder`/convnext_atto.pth, loaded by the real local-checkpoint code.
+
+    Returns (the weights file, the overrides)."""
+    import torch
+
+    from models.backbones import create_backbone
+
+    torch.manual_seed(0)
+    weights = Path(folder) / "convnext_atto.pth"
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(create_backbone({"source": "timm", "name": "convnext_atto", "pretrained": None, "kwargs": {}},
+                               32).module.state_dict(), weights)
+    return weights, ["knn.features_from=null",
+                     f"knn.backbone={{source: timm, name: convnext_atto, pretrained: {weights}}}"]
 
 
 # The production configs' backbones swapped for tiny random-init members of the same families: the
@@ -54,18 +79,9 @@ def production_overrides(name, root, out, size=32, epochs=2, steps=2, extra=()):
     """A production config's overrides for a CPU test: the tiny backbone, the tiny project's paths, a few
     short epochs and `image.size` (the production sizes, 224-336 px, cost minutes on a CPU). Everything
     else, batch size and grad_accum included, stays as the config has it."""
-    root = Path(root)
     return [
         *PRODUCTION_CONFIGS[name],
-        f"data.train={root / 'data' / 'train'}",
-        f"data.test={root / 'data' / 'test'}",
-        f"data.targets={root / 'targets'}",
-        f"data.folds={root / 'folds.csv'}",
-        f"data.cache_dir={root / 'cache'}",
-        f"out={out}",
-        f"image.size={size}",
-        f"train.epochs={epochs}",
-        f"train.max_steps_per_epoch={steps}",
+        *_project_overrides(root, out, size, epochs, steps),
         "train.num_threads=1",
         *extra,
     ]

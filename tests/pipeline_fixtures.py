@@ -7,13 +7,13 @@ changes it.
 import os
 import shutil
 import subprocess
-import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from tests.helpers import subprocess_env
 from tests.model_fixtures import REPO
 
 PIPELINE = REPO / "tests" / "data" / "pipeline_tiny.yaml"
@@ -30,21 +30,11 @@ class TinyPipeline:
     stdout: str  # what the first, uninterrupted run printed
 
 
-def env_with(fault=None):
-    # PYTHON: run_all.sh runs the stages with the interpreter running the tests
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               PYTHON=sys.executable)
-    env.pop("FAULT_AT", None)
-    if fault:
-        env["FAULT_AT"] = fault
-    return env
-
-
 def run_all(config, work, *options, fault=None):
     cmd = [str(REPO / "run_all.sh"), "--config", str(config), "--work", str(work), *options]
     for s in MODEL_SET:
         cmd += ["--model-set", s]
-    return subprocess.run(cmd, cwd=REPO, env=env_with(fault), capture_output=True, text=True, timeout=900)
+    return subprocess.run(cmd, cwd=REPO, env=subprocess_env(fault), capture_output=True, text=True, timeout=900)
 
 
 def build_tiny_pipeline(root):

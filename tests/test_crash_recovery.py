@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 from oof.runs import ARTIFACT_FILES, MANIFEST_FILE, load_run
+from tests.helpers import assert_one_error_line, assert_same_run, subprocess_env
 from tests.model_fixtures import REPO
-from tests.pipeline_fixtures import MODEL, MODEL_SET, env_with
+from tests.pipeline_fixtures import MODEL, MODEL_SET
 from tests.pipeline_fixtures import run_all as run_pipeline
 
 
@@ -45,16 +46,6 @@ def fresh_copy(reference, dest):
     shutil.copytree(reference / "targets", dest / "targets")
     shutil.copytree(reference / "cache" / "text_embeddings", dest / "cache" / "text_embeddings")
     return dest
-
-
-def assert_same_run(a, b):
-    ra, rb = load_run(a), load_run(b)
-    assert ra.oof_ids == rb.oof_ids and ra.test_ids == rb.test_ids
-    np.testing.assert_array_equal(ra.oof, rb.oof)
-    np.testing.assert_array_equal(ra.test, rb.test)
-    np.testing.assert_array_equal(ra.mean_embedding, rb.mean_embedding)
-    for key in ("oof_cosine", "fold_cosine", "config_hash"):
-        assert ra.metrics.get(key) == rb.metrics.get(key), key
 
 
 def test_run_all_killed_between_stages_and_inside_the_stacker(reference, run_all, tmp_path):
@@ -98,21 +89,22 @@ def test_train_stopped_by_full_disk_then_killed_while_writing_oof_artifacts(tiny
     out = tmp_path / "run"
     cmd = train_command(tiny_pipeline, out)
     # the run's oof.npy is the 3rd oof.npy written (fold0, fold1, the run's): the disk is full there
-    full = subprocess.run(cmd, cwd=REPO, env=env_with("atomic_write/oof.npy:3:ENOSPC"), capture_output=True, text=True)
+    full = subprocess.run(cmd, cwd=REPO, env=subprocess_env("atomic_write/oof.npy:3:ENOSPC"), capture_output=True,
+                          text=True)
     assert full.returncode == 2, full.stderr[-2000:]
-    err = [line for line in full.stderr.splitlines() if line.startswith("error:")]
-    assert len(err) == 1 and "Traceback" not in full.stderr
-    assert err[0].startswith(f"error: {out / 'oof.npy'}: cannot write: No space left on device [ENOSPC]")
+    line = assert_one_error_line(full.stderr)
+    assert line.startswith(f"error: {out / 'oof.npy'}: cannot write: No space left on device [ENOSPC]")
     assert not (out / "oof.npy").exists() and temp_files(out) == []
     with pytest.raises(Exception, match="manifest.json: missing: the run is unfinished"):
         load_run(out)
     # space freed, resumed: SIGKILL after every artifact is written but before manifest.json's rename
-    cut = subprocess.run(cmd, cwd=REPO, env=env_with("atomic_write/manifest.json"), capture_output=True, text=True)
+    cut = subprocess.run(cmd, cwd=REPO, env=subprocess_env("atomic_write/manifest.json"), capture_output=True,
+                         text=True)
     assert cut.returncode == -signal.SIGKILL, cut.stderr[-2000:]
     assert all((out / name).is_file() for name in ARTIFACT_FILES) and not (out / MANIFEST_FILE).exists()
     with pytest.raises(Exception, match="manifest.json: missing: the run is unfinished"):
         load_run(out)  # every artifact is there, but without the manifest the run is not complete
     assert "fold 0: finished earlier; skipped" in subprocess.run(
-        cmd, cwd=REPO, env=env_with(), capture_output=True, text=True).stdout
+        cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True).stdout
     assert_same_run(reference / "runs" / MODEL, out)
     assert temp_files(out) == []

@@ -17,14 +17,9 @@ from models.image_cache import decode_resized
 from models.train import TrainingData, train_run
 from models.train import main as train_main
 from oof.runs import load_run
-from tests.model_fixtures import REPO, make_tiny_project, tiny_overrides
+from tests.model_fixtures import REPO, tiny_overrides
 
 VIT = REPO / "configs/vit_demo.yaml"
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    return make_tiny_project(tmp_path_factory.mktemp("proj"))
 
 
 @pytest.fixture(scope="module")

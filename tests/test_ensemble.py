@@ -9,12 +9,12 @@ import pytest
 
 import ensemble.ledger as ledger_mod
 import ensemble.nested_cv as ncv
-from ensemble import synthetic as S
 from ensemble.blend import blend, load_weights, save_weights, weights_table
 from ensemble.data import StackData, fold_order
 from ensemble.nested_cv import Fitted, Ledger, LeakError, nested_cv
 from ensemble.objective import cosine_and_gradient, cosine_sum, model_stats
 from ensemble.weight_fits import fit_dimension_weights, fit_model_weights
+from tests import synthetic as S
 
 REPO = Path(__file__).resolve().parents[1]
 D = 384

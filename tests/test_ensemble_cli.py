@@ -9,12 +9,13 @@ import pytest
 from core.errors import DataError
 from core.io import sha256_file, write_json
 from core.submission import read_submission
-from ensemble import synthetic as S
 from ensemble.apply import apply_ensemble
 from ensemble.data import StackData
 from ensemble.fit import LGBM_AUTO_MAX_ROWS, main, methods_to_run
 from ensemble.inputs import load_inputs
 from oof.runs import MANIFEST_FILE, OOF_FILE
+from tests import synthetic as S
+from tests.helpers import assert_one_error_line
 
 N, N_TEST = 600, 40
 FAST = ["--shrinkage-grid", "1,0", "--ridge-alphas", "3", "--quiet"]
@@ -294,16 +295,9 @@ def test_each_bad_run_is_one_error_line_through_the_cli(tmp_path, capsys, case, 
     p = project(tmp_path)
     damage(p["runs"][1])
     assert main(["--runs", *map(str, p["runs"]), "--out", str(tmp_path / "ens"), *FAST]) == 2, case
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and str(p["runs"][1]) in err[0], err
-    assert re.search(expected, err[0]), err[0]
+    line = assert_one_error_line(capsys.readouterr().err, str(p["runs"][1]), alone=True)
+    assert re.search(expected, line), line
     assert not (tmp_path / "ens" / "submission.csv").exists()  # nothing written on bad input
-
-
-def _one_error_line(capsys):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    return err[0]
 
 
 @pytest.mark.parametrize("k, method, expected", [
@@ -313,7 +307,7 @@ def _one_error_line(capsys):
 def test_too_few_folds_is_one_error_line_naming_the_folds_file(tmp_path, capsys, k, method, expected):
     p = project(tmp_path, n=200, n_test=10, n_models=2, k=k)
     assert main(["--runs", *map(str, p["runs"]), "--out", str(tmp_path / "ens"), "--method", method, *FAST]) == 2
-    line = _one_error_line(capsys)
+    line = assert_one_error_line(capsys.readouterr().err, alone=True)
     assert line.startswith(f"error: {p['folds']}: ") and re.search(expected, line), line
     assert not (tmp_path / "ens").exists()  # refused before any fit
 
@@ -322,7 +316,8 @@ def test_the_same_run_twice_is_one_error_line_naming_it(tmp_path, capsys):
     p = project(tmp_path, n=200, n_test=10, n_models=2)
     again = p["runs"][0].parent / ".." / p["runs"][0].parent.name / p["runs"][0].name
     assert main(["--runs", str(p["runs"][0]), str(again), "--out", str(tmp_path / "ens"), *FAST]) == 2
-    assert _one_error_line(capsys) == f"error: {again}: run directory given twice (also as {p['runs'][0]})"
+    line = assert_one_error_line(capsys.readouterr().err, alone=True)
+    assert line == f"error: {again}: run directory given twice (also as {p['runs'][0]})"
 
 
 def test_only_input_errors_become_one_line_a_bug_keeps_its_traceback(tmp_path, capsys, monkeypatch):
@@ -339,7 +334,8 @@ def test_only_input_errors_become_one_line_a_bug_keeps_its_traceback(tmp_path, c
 
     monkeypatch.setattr(fit, "write_outputs", full_disk)
     assert fit.main(argv) == 2
-    assert _one_error_line(capsys) == f"error: {tmp_path / 'ens' / 'submission.csv'}: No space left on device"
+    line = assert_one_error_line(capsys.readouterr().err, alone=True)
+    assert line == f"error: {tmp_path / 'ens' / 'submission.csv'}: No space left on device"
 
     def bug(*args, **kwargs):
         raise ValueError("a bug, not bad input")

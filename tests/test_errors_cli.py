@@ -1,6 +1,5 @@
 """One rule for errors: bad input -> exit 2 and one `error: <file>: <problem>` line on stderr, no traceback,
 never on a progress bar's line; argparse usage errors keep argparse's exit 2; bugs keep their traceback."""
-import os
 import subprocess
 import sys
 
@@ -8,17 +7,8 @@ import pytest
 
 from core.errors import DataError, InputError, WriteError, exit_on_data_error
 from models.config import ConfigError
+from tests.helpers import assert_one_error_line, subprocess_env
 from tests.model_fixtures import REPO
-
-
-def one_error_line(err, *needles):
-    lines = [line for line in err.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1, err
-    assert "Traceback" not in err, err
-    for needle in needles:
-        assert needle in errors[0], err
-    return errors[0]
 
 
 @pytest.mark.parametrize("exc", [DataError("f.csv", "bad row"), ConfigError("c.yaml: bad key"),
@@ -94,22 +84,18 @@ def test_owned_clis_follow_the_rule(tmp_path, capsys):
         rc = main(argv)
         err = capsys.readouterr().err
         assert rc == 2, (module, argv, err)
-        one_error_line(err, needle)
-
-
-def sub_env():
-    return dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
+        assert_one_error_line(err, needle)
 
 
 def test_run_all_bad_config_and_bad_flag(tmp_path):
     cfg = tmp_path / "p.yaml"
     cfg.write_text("data: {demo: {n_train: 5, n_test: 2, size: 8}}\nfolds: {k: 2, kk: 1}\nmodels: [a.yaml]\n")
     res = subprocess.run([str(REPO / "run_all.sh"), "--config", str(cfg), "--work", str(tmp_path / "w")],
-                         cwd=tmp_path, env=sub_env(), capture_output=True, text=True, timeout=120)
+                         cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert res.returncode == 2
-    one_error_line(res.stderr, f"error: {cfg}: unknown key(s) ['kk'] in folds")
-    res = subprocess.run([str(REPO / "run_all.sh"), "--bogus"], cwd=tmp_path, env=sub_env(), capture_output=True,
-                         text=True, timeout=120)
+    assert_one_error_line(res.stderr, f"error: {cfg}: unknown key(s) ['kk'] in folds")
+    res = subprocess.run([str(REPO / "run_all.sh"), "--bogus"], cwd=tmp_path, env=subprocess_env(),
+                         capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "usage:" in res.stderr and "Traceback" not in res.stderr
 
 
@@ -121,15 +107,15 @@ def test_run_all_passes_a_stage_input_error_through_as_exit_2(tmp_path):
     cfg.write_text(f"data: {{train: {tmp_path / 'train'}, test: {tmp_path / 'test'}}}\nfolds: {{k: 2}}\n"
                    f"models: [configs/vit_demo.yaml]\n")
     res = subprocess.run([str(REPO / "run_all.sh"), "--config", str(cfg), "--work", str(tmp_path / "w")],
-                         cwd=tmp_path, env=sub_env(), capture_output=True, text=True, timeout=300)
+                         cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == 2, res.stderr
-    one_error_line(res.stderr, "prompts.csv: 1 duplicate imgId(s), e.g. ['a1']")
+    assert_one_error_line(res.stderr, "prompts.csv: 1 duplicate imgId(s), e.g. ['a1']")
     assert "run_all: stage scan failed (exit 2)" in res.stderr
 
 
 def test_train_cli_config_error_is_one_line():
     res = subprocess.run([sys.executable, "-m", "models.train", "--config", "configs/vit_demo.yaml",
-                          "--set", "train.epochs=ten"], cwd=REPO, env=sub_env(), capture_output=True, text=True,
-                         timeout=300)
+                          "--set", "train.epochs=ten"], cwd=REPO, env=subprocess_env(), capture_output=True,
+                         text=True, timeout=300)
     assert res.returncode == 2
-    one_error_line(res.stderr, "vit_demo.yaml: train.epochs must be an integer, got 'ten'")
+    assert_one_error_line(res.stderr, "vit_demo.yaml: train.epochs must be an integer, got 'ten'")

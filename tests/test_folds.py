@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from bench.synthetic import planted_near_duplicates as planted
 from core.errors import DataError
 from core.folds import (GROUPS_FILE, FoldGroupingError, UnionFind, assign_folds, group_prompts, groups_path,
                         load_folds, load_groups, make_folds, save_folds, save_groups)
+from tests.synthetic import planted_near_duplicates as planted
 
 
 def all_pairs_at_or_above(x, thr):
@@ -127,7 +127,7 @@ def test_cli_writes_groups_beside_folds_and_leaves_folds_csv_alone(tmp_path, cap
 
     from core.folds import main
     from core.io import sha256_file
-    from ensemble.synthetic import write_targets_folder
+    from tests.synthetic import write_targets_folder
 
     rng = np.random.default_rng(0)
     n = 60

@@ -64,15 +64,22 @@ def prompts_files(draw):
     return data
 
 
+def read_or_refused(reader, path, data, **kw):
+    """Write `data` to `path` and read it: reader(path), or None where the reader refused the file with a DataError
+    whose message starts with the file."""
+    path.write_bytes(data)
+    try:
+        return reader(path, **kw)
+    except DataError as e:
+        assert str(e).startswith(f"{path}: ")
+        return None
+
+
 @FUZZ
 @given(data=prompts_files())
 def test_fuzz_read_prompts(scratch, data):
-    path = scratch / "prompts.csv"
-    path.write_bytes(data)
-    try:
-        frame = read_prompts(path)
-    except DataError as e:
-        assert str(e).startswith(f"{path}: ")
+    frame = read_or_refused(read_prompts, scratch / "prompts.csv", data)
+    if frame is None:
         return
     assert {"imgId", "prompt"} <= set(frame.columns) and len(frame) > 0
     assert frame["imgId"].is_unique and all(IMG_ID_PATTERN.fullmatch(i) for i in frame["imgId"])
@@ -82,12 +89,8 @@ def test_fuzz_read_prompts(scratch, data):
 @FUZZ
 @given(data=st.one_of(st.binary(max_size=200), prompts_files()))
 def test_fuzz_read_bad_images(scratch, data):
-    path = scratch / "bad_images.csv"
-    path.write_bytes(data)
-    try:
-        frame = read_bad_images(path)
-    except DataError as e:
-        assert str(e).startswith(f"{path}: ")
+    frame = read_or_refused(read_bad_images, scratch / "bad_images.csv", data)
+    if frame is None:
         return
     assert {"imgId", "path", "reason"} <= set(frame.columns)
     assert all(IMG_ID_PATTERN.fullmatch(i) for i in frame["imgId"])
@@ -124,14 +127,11 @@ def submission_files(draw):
 @FUZZ
 @given(data=submission_files())
 def test_fuzz_read_and_check_submission(scratch, data):
-    path = scratch / "submission.csv"
-    path.write_bytes(data)
     for reader in (read_submission, check_submission):
-        try:
-            ids, emb = reader(path, dim=DIM)
-        except DataError as e:
-            assert str(e).startswith(f"{path}: ")
+        read = read_or_refused(reader, scratch / "submission.csv", data, dim=DIM)
+        if read is None:
             continue
+        ids, emb = read
         assert emb.shape == (len(ids), DIM) and emb.dtype == np.float32 and np.isfinite(emb).all()
         assert len(set(ids)) == len(ids) and all(IMG_ID_PATTERN.fullmatch(i) for i in ids)
 

@@ -25,7 +25,7 @@ from datagen.generate.holdout import choose_holdout
 from datagen.generate.plan import expand, image_seed, select_shard, shard_from_env, shard_of
 from datagen.generate.render import load_pipeline, native_size, resolve_device
 from datagen.generate.run import Settings, generate
-from tests.model_fixtures import REPO
+from tests.helpers import subprocess_env
 from tests.sd_fixtures import build_tiny_sd_pipeline
 
 PROMPTS = [
@@ -176,9 +176,8 @@ def test_resume_after_a_real_sigkill(pipe, sd_dir, tmp_path, capsys):
     rows = [(f"k{i:02d}", f"a photo of object number {i}") for i in range(24)]
     prompts = write_prompts(tmp_path / "prompts.csv", rows)
     out = tmp_path / "set"
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "datagen.generate", "--prompts", str(prompts), "--out", str(out),
-                             "--model", str(sd_dir), "--batch-size", "1", *TINY], env=env,
+                             "--model", str(sd_dir), "--batch-size", "1", *TINY], env=subprocess_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while len(layout.existing_images(out / "images")) < 3 and proc.poll() is None and time.time() < deadline:
@@ -395,10 +394,9 @@ def test_cli_usage_errors_and_settings_guard(pipe, sd_dir, tmp_path, capsys):
 
 
 def test_module_entry_point_reports_errors_without_traceback(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
     res = subprocess.run([sys.executable, "-m", "datagen.generate", "--prompts", str(tmp_path / "none.csv"),
-                          "--out", str(tmp_path / "set")], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=120)
+                          "--out", str(tmp_path / "set")], cwd=tmp_path, env=subprocess_env(), capture_output=True,
+                         text=True, timeout=120)
     assert res.returncode == 2 and "none.csv: file not found" in res.stderr and "Traceback" not in res.stderr
 
 

@@ -25,7 +25,8 @@ from pipeline.kaggle import notebook as nbk
 from pipeline.kaggle import pack as kp
 from pipeline.kaggle import wheels as kw
 from tests.conftest import KAGGLE_SAMPLE
-from tests.model_fixtures import REPO, make_tiny_project, tiny_overrides
+from tests.helpers import subprocess_env
+from tests.model_fixtures import REPO, frozen_backbone_overrides, make_tiny_project, tiny_overrides
 
 DUMMY_SPEC = "sdi2p-dummy==0.0.1"
 FAISS_SPEC = f"faiss-cpu=={kw.read_pins()['faiss-cpu']}"
@@ -65,15 +66,8 @@ def packed(tmp_path_factory, kaggle_sample):
     _train(root, "configs/vit_demo.yaml", runs / "vit_demo")
     _train(root, "configs/knn_demo.yaml", runs / "knn_demo", [f"knn.features_from={runs / 'convnext_demo'}"])
     # kNN on a frozen "pretrained" backbone whose weights are a local file: the pack must carry them
-    from models.backbones import create_backbone
-
-    torch.manual_seed(0)
-    weights = root / "pretrained" / "convnext_atto.pth"
-    weights.parent.mkdir()
-    torch.save(create_backbone({"source": "timm", "name": "convnext_atto", "pretrained": None, "kwargs": {}},
-                               32).module.state_dict(), weights)
-    _train(root, "configs/knn_demo.yaml", runs / "knn_frozen",
-           ["knn.features_from=null", f"knn.backbone={{source: timm, name: convnext_atto, pretrained: {weights}}}"])
+    weights, frozen = frozen_backbone_overrides(root / "pretrained")
+    _train(root, "configs/knn_demo.yaml", runs / "knn_frozen", frozen)
     from models.mean_baseline import main as mean_baseline
 
     assert mean_baseline(["--train", str(root / "data" / "train"), "--test", str(root / "data" / "test"),
@@ -85,7 +79,7 @@ def packed(tmp_path_factory, kaggle_sample):
     # shows, and the notebook applies ridge.npz (its weights.npz fallback travels too)
     res = subprocess.run([sys.executable, "-m", "ensemble.fit", "--runs", *[str(runs / n) for n in names],
                           "--out", str(ens), "--method", "ridge", "--ridge-alphas", "30,3", "--quiet"],
-                         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True)
+                         cwd=REPO, env=subprocess_env(), capture_output=True, text=True)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     t_built = time.time()
 

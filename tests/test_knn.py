@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from bench.bench_knn import clustered_unit_vectors, mixture
 from core.dataset import load_dataset
 from models import knn, knn_features, knn_index
 from models.config import ConfigError, config_hash, load_config
 from models.train import train_run
-from tests.model_fixtures import REPO, make_tiny_project, tiny_overrides
+from tests.model_fixtures import REPO, frozen_backbone_overrides, make_tiny_project, tiny_overrides
+from tests.synthetic import clustered_unit_vectors, mixture
 
 
 def reference_knn(query, bank, targets, k, temperature):
@@ -100,15 +100,8 @@ def test_knn_config_keys(tmp_path):
 @pytest.fixture(scope="module")
 def frozen_run(tmp_path_factory):
     """A kNN run (2 folds) on a frozen convnext_atto whose "pretrained" weights are a local file."""
-    from models.backbones import create_backbone
-
     root = make_tiny_project(tmp_path_factory.mktemp("knn"))
-    torch.manual_seed(0)
-    weights = root / "convnext_atto.pth"
-    torch.save(create_backbone({"source": "timm", "name": "convnext_atto", "pretrained": None, "kwargs": {}},
-                               32).module.state_dict(), weights)
-    frozen = ["knn.features_from=null", f"knn.backbone={{source: timm, name: convnext_atto, pretrained: {weights}}}"]
-    return root, frozen
+    return root, frozen_backbone_overrides(root)[1]
 
 
 def _count(monkeypatch, module, name):

@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from bench.bench_report import write_project
 from core.io import sha256_file, write_json
 from core.metric import cosine_scores, mean_cosine
 from core.targets import targets_for
@@ -24,6 +23,8 @@ from oof.report.failures import by_word, nearest_prompts
 from oof.report.text import PromptPieces, load_tokenizer, token_lengths
 from oof.report.load import open_targets
 from oof.runs import LOG_FILE, MANIFEST_FILE, load_run, write_run
+from tests.helpers import assert_one_error_line
+from tests.synthetic import write_report_project
 
 REPO = Path(__file__).resolve().parents[1]
 N, N_TEST, K = 600, 40, 5
@@ -36,7 +37,7 @@ def demo(tmp_path_factory):
     from ensemble.fit import main as fit
 
     root = tmp_path_factory.mktemp("report_demo")
-    p = write_project(root, N, m=3, k=K, n_test=N_TEST, images=True)
+    p = write_report_project(root, N, m=3, k=K, n_test=N_TEST, images=True)
     ens = root / "ensemble"
     assert fit(["--runs", *map(str, p["runs"]), "--out", str(ens), "--method", "per_dim", "--shrinkage-grid", "1,0",
                 "--no-lgbm", "--quiet"]) == 0
@@ -215,21 +216,15 @@ def test_missing_test_targets_leave_the_test_columns_out(demo, tmp_path):
     assert "OOF cosine" in report["sections"]["scoreboard"]["tables"]["scoreboard"]["columns"]
 
 
-def _error_line(capsys):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ")
-    return err[0]
-
-
 def test_compare_refuses_runs_with_other_ids_or_folds(demo, tmp_path, capsys):
-    other_ids = write_project(tmp_path / "ids", N - 10, m=1, k=K, n_test=N_TEST)
+    other_ids = write_report_project(tmp_path / "ids", N - 10, m=1, k=K, n_test=N_TEST)
     assert main(["--compare", str(demo["runs"][0]), str(other_ids["runs"][0]), "--out", str(tmp_path / "c")]) == 2
-    assert "imgIds differ" in _error_line(capsys)
-    other_folds = write_project(tmp_path / "folds", N, m=1, k=K, n_test=N_TEST, seed=1)
+    assert_one_error_line(capsys.readouterr().err, "imgIds differ", alone=True)
+    other_folds = write_report_project(tmp_path / "folds", N, m=1, k=K, n_test=N_TEST, seed=1)
     assert main(["--compare", str(demo["runs"][0]), str(other_folds["runs"][0]), "--out", str(tmp_path / "c")]) == 2
-    assert "different folds" in _error_line(capsys)
+    assert_one_error_line(capsys.readouterr().err, "different folds", alone=True)
     assert main(["--compare", str(demo["runs"][0]), str(demo["unfinished"]), "--out", str(tmp_path / "c")]) == 2
-    assert "unfinished" in _error_line(capsys)
+    assert_one_error_line(capsys.readouterr().err, "unfinished", alone=True)
 
 
 def test_bad_input_is_one_error_line_and_exit_2(demo, tmp_path, capsys):
@@ -237,25 +232,25 @@ def test_bad_input_is_one_error_line_and_exit_2(demo, tmp_path, capsys):
     shutil.copytree(demo["runs"][1], broken)
     (broken / LOG_FILE).unlink()
     assert main(["--runs", str(demo["runs"][0]), str(broken), "--out", str(tmp_path / "r")]) == 2
-    assert f"{broken / LOG_FILE}: missing" in _error_line(capsys)
+    assert_one_error_line(capsys.readouterr().err, f"{broken / LOG_FILE}: missing", alone=True)
     ens = tmp_path / "ens"
     shutil.copytree(demo["ensemble"], ens)
     ids = pd.read_csv(ens / "oof_blend_ids.csv", dtype=str)
     ids.iloc[:-1].to_csv(ens / "oof_blend_ids.csv", index=False)
     assert main(["--runs", *map(str, demo["runs"]), "--ensemble", str(ens), "--out", str(tmp_path / "r")]) == 2
-    assert "oof_blend_ids.csv: imgIds differ" in _error_line(capsys)
+    assert_one_error_line(capsys.readouterr().err, "oof_blend_ids.csv: imgIds differ", alone=True)
     # misaligned: a run whose manifest is valid but whose ids are another set
     shifted = tmp_path / "shifted"
     run = load_run(demo["runs"][2])
     write_run(shifted, ["x" + i for i in run.oof_ids], run.oof, run.test_ids, run.test, run.mean_embedding,
               run.metrics, [])
     assert main(["--runs", str(demo["runs"][0]), str(shifted), "--out", str(tmp_path / "r")]) == 2
-    assert "imgIds differ" in _error_line(capsys)
+    assert_one_error_line(capsys.readouterr().err, "imgIds differ", alone=True)
     manifest = json.loads((shifted / MANIFEST_FILE).read_text())
     manifest["oof.npy"] = "0" * 64
     write_json(shifted / MANIFEST_FILE, manifest)
     assert main(["--runs", str(shifted), "--out", str(tmp_path / "r")]) == 2
-    assert "content differs from manifest.json" in _error_line(capsys)
+    assert_one_error_line(capsys.readouterr().err, "content differs from manifest.json", alone=True)
     assert sha256_file(shifted / "oof.npy") != "0" * 64
 
 

@@ -16,6 +16,7 @@ from models.submit import main as submit_main
 from models.submit import make_submission
 from models.train import train_run
 from oof.runs import MEAN_FILE
+from tests.helpers import assert_one_error_line
 from tests.model_fixtures import REPO, make_tiny_project, tiny_overrides
 
 BROKEN = 2  # test images overwritten with text bytes
@@ -49,20 +50,13 @@ def setup(tmp_path_factory):
             "bad": bad_paths, "ok": ok}
 
 
-def _one_error(err, paths):
-    lines = [line for line in err.splitlines() if "error:" in line]  # (the scan's progress bar is on stderr too)
-    assert len(lines) == 1 and lines[0].startswith("error: "), err  # one line, not on the bar's line
-    assert "Traceback" not in err and "--skip-bad-images" in lines[0]
-    for p in paths:
-        assert p.rsplit("/", 1)[-1] in lines[0], (p, lines[0])
-
-
 def test_predict_unreadable_image_is_one_error_listing_all(setup, tmp_path, capsys):
     out = tmp_path / "pred"
     rc = predict_main(["--run", str(setup["runs"] / "convnext_demo"), "--images", str(setup["broken"]),
                        "--out", str(out), "--workers", "0"])
     assert rc == 2
-    _one_error(capsys.readouterr().err, setup["bad"])
+    # one line naming every bad image, not on the line of the scan's progress bar (on stderr too)
+    assert_one_error_line(capsys.readouterr().err, "--skip-bad-images", *(p.rsplit("/", 1)[-1] for p in setup["bad"]))
     assert not out.exists()
 
 
@@ -88,7 +82,7 @@ def test_submit_unreadable_image_is_one_error(setup, tmp_path, capsys):
                       "--ensemble", str(setup["ens"]), "--images", str(setup["broken"]), "--out", str(out),
                       "--workers", "0"])
     assert rc == 2
-    _one_error(capsys.readouterr().err, setup["bad"])
+    assert_one_error_line(capsys.readouterr().err, "--skip-bad-images", *(p.rsplit("/", 1)[-1] for p in setup["bad"]))
     assert not out.exists()
 
 

@@ -13,7 +13,8 @@ from models.backbones import BackboneError, create_backbone
 from models.config import load_config
 from models.train import RunError, train_run
 from oof.runs import load_run
-from tests.model_fixtures import REPO, make_tiny_project, tiny_overrides
+from tests.helpers import assert_same_run, subprocess_env
+from tests.model_fixtures import REPO, tiny_overrides
 
 FAMILY_CONFIGS = {
     "convnext": ("configs/convnext_demo.yaml", []),
@@ -21,11 +22,6 @@ FAMILY_CONFIGS = {
     "eva": ("configs/eva_demo.yaml", ["backbone.kwargs={img_size: 32}"]),
     "vit": ("configs/vit_demo.yaml", []),
 }
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    return make_tiny_project(tmp_path_factory.mktemp("proj"))
 
 
 def cfg_for(project, name, out, **kw):
@@ -84,21 +80,13 @@ def _train_cmd(project, out, resume=False):
     return cmd
 
 
-def _train_env(fault=None):
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    env.pop("FAULT_AT", None)
-    if fault:
-        env["FAULT_AT"] = fault
-    return env
-
-
 def test_resume_after_kill_equals_uninterrupted(project, tmp_path):
     # SIGKILL after the first step of fold 1's 2nd epoch (FAULT_AT counts optimizer steps over both folds):
     # fold 0 is finished, fold 1 has its epoch-1 checkpoint and has trained one step past it.
     kill_at = RESUME_EPOCHS * RESUME_STEPS + RESUME_STEPS + 1
     popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "cwd": REPO}
-    ref = subprocess.Popen(_train_cmd(project, tmp_path / "ref"), env=_train_env(), **popen)
-    cut = subprocess.Popen(_train_cmd(project, tmp_path / "cut"), env=_train_env(f"train_step:{kill_at}"), **popen)
+    ref = subprocess.Popen(_train_cmd(project, tmp_path / "ref"), env=subprocess_env(), **popen)
+    cut = subprocess.Popen(_train_cmd(project, tmp_path / "cut"), env=subprocess_env(f"train_step:{kill_at}"), **popen)
     ref_err, cut_err = ref.communicate(timeout=600)[1], cut.communicate(timeout=600)[1]  # 1 thread each: in parallel
     assert ref.returncode == 0, ref_err
     assert cut.returncode == -signal.SIGKILL, cut_err
@@ -109,14 +97,11 @@ def test_resume_after_kill_equals_uninterrupted(project, tmp_path):
         train_run(load_config(REPO / "configs/convnext_demo.yaml",
                               tiny_overrides(project, tmp_path / "cut", epochs=RESUME_EPOCHS, steps=RESUME_STEPS)),
                   progress=False)
-    resumed = subprocess.run(_train_cmd(project, tmp_path / "cut", resume=True), env=_train_env(), capture_output=True,
+    resumed = subprocess.run(_train_cmd(project, tmp_path / "cut", resume=True), env=subprocess_env(), capture_output=True,
                              text=True, cwd=REPO)
     assert resumed.returncode == 0, resumed.stderr
     assert "fold 0: finished earlier; skipped" in resumed.stdout and "resuming after epoch 1" in resumed.stdout
-    a, b = load_run(tmp_path / "ref"), load_run(tmp_path / "cut")
-    assert a.oof_ids == b.oof_ids
-    np.testing.assert_array_equal(a.oof, b.oof)  # same machine: exactly the uninterrupted run
-    np.testing.assert_array_equal(a.test, b.test)
+    assert_same_run(tmp_path / "ref", tmp_path / "cut")  # same machine: exactly the uninterrupted run
 
 
 def test_local_checkpoint_file(tmp_path):
@@ -253,8 +238,7 @@ def test_ddp_two_processes_gather_oof_in_id_order(project, tmp_path):
            "-m", "models.train", "--config", "configs/convnext_demo.yaml", "--no-progress"]
     for o in tiny_overrides(project, out):
         cmd += ["--set", o]
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    res = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     run = load_run(out)
     ids = load_dataset(project / "data" / "train")["imgId"].tolist()
