@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from tests.model_fixtures import REPO
@@ -74,3 +75,23 @@ def checkout(pipeline):
     finally:
         shutil.rmtree(pipeline.root, ignore_errors=True)
         os.rename(aside, pipeline.root)
+
+
+def fresh_copy(reference, dest):
+    """The reference's data and prompt embeddings; no stamps, folds, runs or ensemble."""
+    shutil.copytree(reference / "data", dest / "data")
+    shutil.copytree(reference / "targets", dest / "targets")
+    shutil.copytree(reference / "cache" / "text_embeddings", dest / "cache" / "text_embeddings")
+    return dest
+
+
+def assert_same_run(a, b):
+    from oof.runs import load_run
+
+    ra, rb = load_run(a), load_run(b)
+    assert ra.oof_ids == rb.oof_ids and ra.test_ids == rb.test_ids
+    np.testing.assert_array_equal(ra.oof, rb.oof)
+    np.testing.assert_array_equal(ra.test, rb.test)
+    np.testing.assert_array_equal(ra.mean_embedding, rb.mean_embedding)
+    for key in ("oof_cosine", "fold_cosine", "config_hash"):
+        assert ra.metrics.get(key) == rb.metrics.get(key), key

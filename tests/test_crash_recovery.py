@@ -5,12 +5,12 @@ One uninterrupted `run_all.sh` (conftest's `tiny_pipeline`: tests/data/pipeline_
 one ConvNeXt-atto step or two per fold) is the reference. A copy of its work folder keeps the data and the prompt
 embeddings (the targets stages then reuse them, as any rerun does) and loses everything after; that copy is rebuilt
 through kills:
-- run_all killed between stages (after a stage finished, before its stamp: FAULT_AT=stage_end)
+- run_all killed between stages (after the baseline finished, before its stamp, the training stage running beside
+  it: FAULT_AT=stage_end/baseline)
 - the stacker (ensemble.fit) killed while writing its outputs (FAULT_AT=atomic_write/ensemble.json)
 - models.train stopped by a full disk, then SIGKILLed, while writing the run's OOF artifacts
 """
 import argparse
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +20,7 @@ import pytest
 
 from oof.runs import ARTIFACT_FILES, MANIFEST_FILE, load_run
 from tests.model_fixtures import REPO
-from tests.pipeline_fixtures import MODEL, MODEL_SET, env_with
+from tests.pipeline_fixtures import MODEL, MODEL_SET, assert_same_run, env_with, fresh_copy
 from tests.pipeline_fixtures import run_all as run_pipeline
 
 
@@ -39,31 +39,16 @@ def temp_files(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*.tmp"))
 
 
-def fresh_copy(reference, dest):
-    """The reference's data and prompt embeddings; no stamps, folds, runs or ensemble."""
-    shutil.copytree(reference / "data", dest / "data")
-    shutil.copytree(reference / "targets", dest / "targets")
-    shutil.copytree(reference / "cache" / "text_embeddings", dest / "cache" / "text_embeddings")
-    return dest
-
-
-def assert_same_run(a, b):
-    ra, rb = load_run(a), load_run(b)
-    assert ra.oof_ids == rb.oof_ids and ra.test_ids == rb.test_ids
-    np.testing.assert_array_equal(ra.oof, rb.oof)
-    np.testing.assert_array_equal(ra.test, rb.test)
-    np.testing.assert_array_equal(ra.mean_embedding, rb.mean_embedding)
-    for key in ("oof_cosine", "fold_cosine", "config_hash"):
-        assert ra.metrics.get(key) == rb.metrics.get(key), key
-
-
 def test_run_all_killed_between_stages_and_inside_the_stacker(reference, run_all, tmp_path):
     work = fresh_copy(reference, tmp_path / "work")
-    # 1. killed after the 6th stage (baseline) finished, before its stamp was written
-    cut = run_all(work, fault="stage_end:6")
+    # 1. killed after the baseline finished, before its stamp was written, while the training stage that started
+    # beside it runs (--jobs auto; it gets SIGTERM as run_all dies, so no orphan holds the run directory)
+    cut = run_all(work, fault="stage_end/baseline")
     assert cut.returncode == -signal.SIGKILL, cut.stderr[-2000:]
     assert (work / "runs" / "mean_baseline" / MANIFEST_FILE).is_file()
     assert not (work / ".stages" / "baseline.sha256").exists()
+    assert not (work / ".stages" / f"train_{MODEL}.sha256").exists()
+    assert f"train:{MODEL}: started" in cut.stdout
     # 2. the rerun skips the five stamped stages, redoes the baseline, trains, and dies in the stacker
     cut = run_all(work, fault="atomic_write/ensemble.json")
     assert cut.returncode == 128 + signal.SIGKILL, cut.stderr[-2000:]
@@ -85,10 +70,10 @@ def test_run_all_killed_between_stages_and_inside_the_stacker(reference, run_all
 
 
 def train_command(pipeline, out):
-    from pipeline.run import build_stages, load_pipeline
+    from pipeline.config import load_pipeline
+    from pipeline.stages import build_stages
 
-    args = argparse.Namespace(work=str(pipeline.work), n_train=None, n_test=None, size=None, model_set=MODEL_SET,
-                              gpus=1)
+    args = argparse.Namespace(work=str(pipeline.work), n_train=None, n_test=None, size=None, model_set=MODEL_SET)
     stage = next(s for s in build_stages(load_pipeline(pipeline.config), args) if s.name == f"train:{MODEL}")
     cmd = [sys.executable if c == stage.cmd[0] else c for c in stage.cmd]
     return [f"out={out}" if c.startswith("out=") else c for c in cmd]
