@@ -31,7 +31,9 @@ def log_tail(path, size=TAIL_BYTES):
 
 
 def progress_text(lines):
-    """A running stage's progress from its log's last lines: fold, epoch and s/epoch of a trainer, else the last line."""
+    """A running stage's progress from its log's last lines: fold, epoch and s/epoch of a trainer, else the last line
+    (not the command line run_all writes first)."""
+    lines = [ln for ln in lines if not ln.startswith("$ ")]
     for line in reversed(lines):
         m = EPOCH_LINE.search(line)
         if m:

@@ -85,11 +85,11 @@ class Scheduler:
                 if not self.running:
                     break
                 time.sleep(TICK)
-                self._reap()
+                reaped = self._reap()
                 if self.stop_time and time.time() - self.stop_time > STOP_GRACE:
                     self._kill_all(signal.SIGKILL)
-                if time.time() - last_draw >= REDRAW:
-                    self.console.status({n: (r.t0, r.log, r.use) for n, r in self.running.items()})
+                if reaped or time.time() - last_draw >= REDRAW:
+                    self._show_running()
                     last_draw = time.time()
         finally:
             for s, handler in previous.items():
@@ -157,13 +157,18 @@ class Scheduler:
         self.console.say(text if self.console.live else f"{text}\n$ {shlex.join(argv)}")
 
     def _reap(self):
-        for name, r in list(self.running.items()):
-            code = r.proc.poll()
-            if code is None:
-                continue
-            del self.running[name]
+        """Handle the stages that ended; True if any did."""
+        ended = [(self.running.pop(name), code) for name, code in
+                 [(n, r.proc.poll()) for n, r in list(self.running.items())] if code is not None]
+        if ended:  # the live lines lose the ended stages before their end lines are printed
+            self._show_running()
+        for r, code in ended:
             self.free_gpus = sorted(self.free_gpus + r.gpus, key=self.plan.devices.index)
             self._finished(r, code if code >= 0 else 128 - code)  # killed by signal N: 128 + N, as shells say
+        return bool(ended)
+
+    def _show_running(self):
+        self.console.status({n: (r.t0, r.log, r.use) for n, r in self.running.items()})
 
     def _finished(self, r, code):
         name, took = r.stage.name, f"{time.time() - r.t0:.0f} s"
