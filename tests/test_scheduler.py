@@ -62,25 +62,25 @@ def test_stages_wait_for_what_they_need_and_independent_ones_run_side_by_side(tm
 
 
 def test_gpu_shares_on_a_fake_device_list(tmp_path):
-    """4 GPUs, three runs that can train at once (the 4th waits for the 1st): an even split gives the first 2 GPUs
-    (launched through torchrun: 2 processes), the explicit `gpus: 1` ones one each; side by side no device is shared."""
+    """6 GPUs, three runs that can train at once (the kNN waits for t1): t2 and t3 take their `gpus:` shares (1, 3),
+    t1 and the kNN an even split (6 / 3 = 2; t1 through torchrun: 2 processes); runs side by side share no device."""
     work = tmp_path / "w"
     stages = [fake_stage(work, "prep", 0.1), fake_stage(work, "t1", 1.5, ["prep"], train=True),
               fake_stage(work, "t2", 1.0, ["prep"], train=True, gpus=1),
-              fake_stage(work, "t3", 1.0, ["prep"], train=True, gpus=1),
+              fake_stage(work, "t3", 1.0, ["prep"], train=True, gpus=3),
               fake_stage(work, "knn", 0.1, ["t1"], train=True)]
-    code, out, err = run(stages, work, devices=["4", "5", "6", "7"], cores=8)
+    ids = ["2", "3", "4", "5", "6", "7"]
+    code, out, err = run(stages, work, devices=ids, cores=12)
     assert code == 0, out + err
     recs = [r for r in all_records(work) if r["event"] == "start"]
     devices = {r["name"]: r["env"]["CUDA_VISIBLE_DEVICES"] for r in recs}
-    assert sorted(len(devices[n].split(",")) for n in ("t1", "t2", "t3", "knn")) == [1, 1, 1, 2]
-    assert len(devices["t1"].split(",")) == 2
+    assert {n: len(devices[n].split(",")) for n in ("t1", "t2", "t3", "knn")} == {"t1": 2, "t2": 1, "t3": 3, "knn": 2}
     assert devices["prep"] == os.environ.get("CUDA_VISIBLE_DEVICES")  # CPU stages: left as they were
     t1 = [r for r in recs if r["name"] == "t1"]
     assert sorted(r["env"]["LOCAL_RANK"] for r in t1) == ["0", "1"] and {r["env"]["WORLD_SIZE"] for r in t1} == {"2"}
-    used = [set(devices[n].split(",")) for n in ("t1", "t2", "t3")]  # these three ran side by side
-    assert set.union(*used) <= {"4", "5", "6", "7"} and sum(map(len, used)) == len(set.union(*used))
-    # threads and decode workers shared out: 8 cores / 4 GPUs, for the trainer and for OpenMP / BLAS
+    used = [set(devices[n].split(",")) for n in ("t1", "t2", "t3")]  # started together: every device taken once
+    assert set.union(*used) == set(ids) and sum(map(len, used)) == len(ids)
+    # threads and decode workers shared out: 12 cores / 6 GPUs, for the trainer and for OpenMP / BLAS
     assert t1[0]["args"] == ["--set", "train.num_threads=2", "--set", "data.workers=2"]
     assert t1[0]["env"]["OMP_NUM_THREADS"] == t1[0]["env"]["OPENBLAS_NUM_THREADS"] == "2"
     assert f"t1: started (GPUs {devices['t1']})" in out
