@@ -14,6 +14,8 @@ import argparse
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,6 +41,19 @@ def temp_files(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*.tmp"))
 
 
+def processes_naming(path):
+    """Pids of the live processes whose command line names `path` (Linux /proc)."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if str(path).encode() in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:  # ended meanwhile
+            pass
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads /proc")
 def test_run_all_killed_between_stages_and_inside_the_stacker(reference, run_all, tmp_path):
     work = fresh_copy(reference, tmp_path / "work")
     # 1. killed after the baseline finished, before its stamp was written, while the training stage that started
@@ -49,6 +64,11 @@ def test_run_all_killed_between_stages_and_inside_the_stacker(reference, run_all
     assert not (work / ".stages" / "baseline.sha256").exists()
     assert not (work / ".stages" / f"train_{MODEL}.sha256").exists()
     assert f"train:{MODEL}: started" in cut.stdout
+    # the kernel sent the training stage SIGTERM as run_all died: it stops at once, no orphan trains on
+    deadline = time.time() + 3  # an orphan would train on for longer (about 5 s here)
+    while processes_naming(work / "runs" / MODEL) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not processes_naming(work / "runs" / MODEL)
     # 2. the rerun skips the five stamped stages, redoes the baseline, trains, and dies in the stacker
     cut = run_all(work, fault="atomic_write/ensemble.json")
     assert cut.returncode == 128 + signal.SIGKILL, cut.stderr[-2000:]
