@@ -19,7 +19,12 @@ from dataclasses import dataclass
 
 from core.errors import DataError
 
-THREADS_PER_RUN = 1  # CPU: torch threads per training run at which the cores give the most images/s
+# CPU: torch threads per training run at which the cores give the most images/s. Measured on a 2-core machine
+# (bench/bench_run_all.py): the trainer steps at 205 / 320 img/s with 1 / 2 threads (convnext_demo; eva 246 / 405,
+# vit 401 / 625) and two 1-thread processes side by side at 394 together (eva 503, vit 809): 1.23-1.29x one 2-thread
+# process. Whole runs (fold 0, 3 epochs, start-up included): two 1-thread runs side by side take 0.66-0.70x of two
+# 2-thread runs one after the other.
+THREADS_PER_RUN = 1
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 MAX_WORKERS = 8  # decode processes per training process, as models.data.default_workers caps them
 MAX_EXACT_WIDTH = 12  # training runs up to which the widest set of independent ones is searched exhaustively
