@@ -33,7 +33,7 @@ from core.errors import exit_on_data_error
 from oof.report import HTML_FILE
 from pipeline.config import load_pipeline, resolve_config
 from pipeline.plan import describe, make_plan, parse_gpus, parse_jobs
-from pipeline.scheduler import run_stages
+from pipeline.scheduler import forced_stages, run_stages
 from pipeline.stages import build_stages
 
 
@@ -70,6 +70,7 @@ def main(argv=None):
     jobs, devices = parse_jobs(args.jobs), parse_gpus(args.gpus)
     cfg = load_pipeline(resolve_config(args.config, "pipeline config"))
     plan = make_plan(build_stages(cfg, args), jobs, devices)
+    forced_stages(plan, args.start_from)  # an unknown stage: an error before anything runs
     if args.list:
         print("\n".join(describe(plan)))
         return 0

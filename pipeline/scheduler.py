@@ -204,7 +204,7 @@ class Scheduler:
         if self.failed:
             name, code, log = self.failed
             lines = log_tail(log, 1 << 16)
-            errors = [ln for ln in lines if ln.startswith("error:")]
+            errors = list(dict.fromkeys(ln for ln in lines if ln.startswith("error:")))  # torchrun: once, not per rank
             self.console.say("\n".join(errors or lines[-SHOWN_LOG_LINES:]), err=True)
             self.console.say(f"\nrun_all: stage {name} failed (exit {code}); its log: {log}. "
                              f"{self._left()}Fix the error above and re-run: finished stages are skipped.", err=True)
@@ -221,10 +221,16 @@ class Scheduler:
         return stopped + (f"Not run: {', '.join(s.name for s in self.pending)}. " if self.pending else "")
 
 
+def forced_stages(plan, start_from):
+    """--from STAGE: that stage and every stage that depends on it."""
+    if not start_from:
+        return set()
+    names = [s.name for s in plan.order]
+    if start_from not in names:
+        raise DataError(f"--from {start_from}", f"no such stage; stages are {names}")
+    return {start_from} | plan.dependents(start_from)
+
+
 def run_stages(plan, work, start_from=None, console=None):
     """Run the plan's stages under WORK; returns run_all's exit code."""
-    names = [s.name for s in plan.order]
-    if start_from and start_from not in names:
-        raise DataError(f"--from {start_from}", f"no such stage; stages are {names}")
-    forced = {start_from} | plan.dependents(start_from) if start_from else set()
-    return Scheduler(plan, work, forced, console).run()
+    return Scheduler(plan, work, forced_stages(plan, start_from), console).run()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import DataError
 from pipeline.config import load_pipeline
 from pipeline.console import Console, progress_text
 from pipeline.plan import ancestors, make_plan, parse_gpus, parse_jobs, topo_order
@@ -105,6 +106,8 @@ def test_plan_threads_and_shares(tmp_path):
     assert fixed.jobs == 4 and {s.threads for s in fixed.slots.values()} == {1}
     gpus = make_plan(stages, None, parse_gpus("0-7"), 16, env={})
     assert [gpus.slots[n].gpus for n in ("a", "b", "c", "knn")] == [3, 3, 2, 2] and gpus.jobs == 4
+    with pytest.raises(DataError, match=r"--gpus: a asks for 9 GPUs \(its `gpus:`\), 8 given"):
+        make_plan([st("a", gpus=9, train=True)], None, parse_gpus("8"), 16, env={})
     assert parse_gpus("8") == parse_gpus("0-7") == [str(i) for i in range(8)] and parse_gpus("0") == []
     assert parse_gpus("0,2,4-5") == ["0", "2", "4", "5"] and parse_jobs("auto") is None and parse_jobs("3") == 3
     for bad in ("x", "3-1", "1,1"):
