@@ -27,11 +27,11 @@ stage instead (the same id set everywhere).
 """
 import argparse
 import sys
-from pathlib import Path
 
 from core.errors import exit_on_data_error
 from oof.report import HTML_FILE
 from pipeline.config import load_pipeline, resolve_config
+from pipeline.layout import WorkTree
 from pipeline.plan import describe, make_plan, parse_gpus, parse_jobs
 from pipeline.scheduler import forced_stages, run_stages
 from pipeline.stages import build_stages
@@ -75,7 +75,7 @@ def main(argv=None):
         print("\n".join(describe(plan)))
         return 0
     code = run_stages(plan, args.work, args.start_from)
-    report = Path(args.work) / "report" / HTML_FILE
+    report = WorkTree(args.work).report / HTML_FILE
     if code == 0 and report.is_file():
         print(f"run_all: the OOF analysis report is {report.resolve()}", flush=True)
     return code

@@ -20,10 +20,10 @@ from core.errors import DataError
 from core.faults import fault_point
 from core.io import write_text
 from pipeline.console import Console, log_tail
+from pipeline.layout import WorkTree
 from pipeline.plan import launch
 from pipeline.stages import REPO, fingerprint
 
-LOGS_DIR, STAMPS_DIR = "logs", ".stages"
 TICK = 0.2  # seconds between polls of the running stages
 REDRAW = 1.0  # seconds between redraws of the live lines
 STOP_GRACE = 120  # seconds a stopped stage has to save its position before it is killed
@@ -55,7 +55,7 @@ class Running:
 
 class Scheduler:
     def __init__(self, plan, work, forced=(), console=None):
-        self.plan, self.work = plan, Path(work)
+        self.plan, self.work = plan, WorkTree(work)
         self.forced = set(forced)
         self.console = console or Console()
         self.pending = list(plan.order)
@@ -72,8 +72,8 @@ class Scheduler:
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self):
-        (self.work / STAMPS_DIR).mkdir(parents=True, exist_ok=True)
-        (self.work / LOGS_DIR).mkdir(parents=True, exist_ok=True)
+        self.work.stamps.mkdir(parents=True, exist_ok=True)
+        self.work.logs.mkdir(parents=True, exist_ok=True)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             last_draw = 0.0
@@ -124,7 +124,7 @@ class Scheduler:
                     break  # the ready set changed
 
     def _stamp(self, stage):
-        return self.work / STAMPS_DIR / (stage_file(stage.name) + ".sha256")
+        return self.work.stamps / (stage_file(stage.name) + ".sha256")
 
     def _up_to_date(self, stage):
         if stage.name in self.stale:
@@ -141,7 +141,7 @@ class Scheduler:
         slot = self.plan.slots[stage.name]
         gpus, self.free_gpus = self.free_gpus[:slot.gpus], self.free_gpus[slot.gpus:]
         argv, extra_env = launch(stage, slot, gpus)
-        log = self.work / LOGS_DIR / (stage_file(stage.name) + ".log")
+        log = self.work.logs / (stage_file(stage.name) + ".log")
         header = f"$ {shlex.join(argv)}\n\n".encode()
         with open(log, "wb") as f:
             f.write(header)

@@ -13,16 +13,15 @@ from typing import Optional
 
 from core.dataset import IMAGES_DIR, PROMPTS_FILE, TEST_PROMPTS_FILE
 from core.errors import DataError
-from core.folds import FOLDS_FILE, GROUPS_FILE
 from core.targets import META_FILE, TARGETS_FILE
 from ensemble.apply import SCORES_FILE, SUBMISSION_FILE
 from models.config import load_config
 from oof.report import HTML_FILE
 from oof.runs import MANIFEST_FILE
 from pipeline.config import resolve_config
+from pipeline.layout import WorkTree
 
 REPO = Path(__file__).resolve().parents[1]
-OFFLINE_SUBMISSION_FILE = "submission_offline.csv"  # models.submit's output, checked against the stacker's
 # Planning hints: a stage's seconds in the default demo (README, Results), used only to order ready stages and
 # to plan threads; a training run 200, a kNN run on another run's features 10.
 TRAIN_WEIGHT, KNN_WEIGHT = 200.0, 10.0
@@ -104,9 +103,9 @@ def build_stages(cfg, args):
     """Every stage, in an order that respects `needs`. Every model config is loaded (and so checked) here, before
     any stage runs."""
     py = [sys.executable]
-    work = Path(args.work).resolve()  # stages run from the repository root
+    work = WorkTree(Path(args.work).resolve())  # stages run from the repository root
     stages, data = _data_stages(cfg, args, work, py)
-    baseline = work / "runs" / "mean_baseline"
+    baseline = work.baseline
     stages.append(Stage("baseline", py + ["-m", "models.mean_baseline", "--train", str(data.train),
                                           "--test", str(data.test), "--targets", str(data.targets),
                                           "--folds", str(data.folds), "--out", str(baseline)],
@@ -125,7 +124,7 @@ def _data_stages(cfg, args, work, py):
         for key in ("n_train", "n_test", "size"):
             if getattr(args, key, None) is not None:
                 demo[key] = getattr(args, key)
-        data = work / "data" / "demo"
+        data = work.demo
         train, test, test_prompts = data / "train", data / "test", data / TEST_PROMPTS_FILE
         stages.append(Stage("data", py + ["-m", "datagen.demo", "--out", str(data), "--n-train", str(demo["n_train"]),
                                           "--n-test", str(demo["n_test"]), "--size", str(demo["size"]),
@@ -139,26 +138,26 @@ def _data_stages(cfg, args, work, py):
     # --skip-bad-images they are left out instead: every later stage reads the checked view (same id set).
     scan_inputs = [train / PROMPTS_FILE, train / IMAGES_DIR]
     if getattr(args, "skip_bad_images", False):
-        checked = work / "data" / "checked"
+        checked = work.checked
         stages.append(Stage("scan", py + ["-m", "core.dataset", str(train), "--write-checked", str(checked)],
                             inputs=scan_inputs, outputs=[checked / PROMPTS_FILE], needs=made_by))
         train = checked
     else:  # its output is its input: skipped while the images (names, sizes, mtimes) are unchanged
         stages.append(Stage("scan", py + ["-m", "core.dataset", str(train), "--require-prompts", "--scan"],
                             inputs=scan_inputs, outputs=[train / PROMPTS_FILE], needs=made_by))
-    targets = work / "targets" / "train"
+    targets = work.targets("train")
     # prompt embeddings cached by text under this work folder (not the repository's); the cache takes
     # concurrent writers (append-only shards), so test-targets runs beside the training set's stages
-    text_cache = ["--cache", str(work / "cache" / "text_embeddings")]
+    text_cache = ["--cache", str(work.text_cache)]
     stages.append(Stage("targets", py + ["-m", "core.targets", "--prompts", str(train), "--out", str(targets)] + text_cache,
                         inputs=[train / PROMPTS_FILE], outputs=[targets / META_FILE], needs=["scan"], weight=13))
     if test_prompts:
         stages.append(Stage("test-targets", py + ["-m", "core.targets", "--prompts", str(test_prompts),
-                                                  "--out", str(work / "targets" / "test")] + text_cache,
-                            inputs=[test_prompts], outputs=[work / "targets" / "test" / META_FILE], needs=made_by,
+                                                  "--out", str(work.targets("test"))] + text_cache,
+                            inputs=[test_prompts], outputs=[work.targets("test") / META_FILE], needs=made_by,
                             weight=10))
     f = cfg["folds"]
-    folds = work / FOLDS_FILE
+    folds = work.folds
     stages.append(Stage("folds", py + ["-m", "core.folds", "--prompts", str(train), "--targets", str(targets),
                                        "--k", str(f["k"]), "--threshold", str(f["threshold"]),
                                        "--mode", f["mode"], "--seed", str(f["seed"]), "--out", str(folds)],
@@ -174,15 +173,15 @@ def _model_stages(cfg, args, work, py, data):
     for entry in cfg["models"]:
         config = resolve_config(entry["config"])
         paths = [f"data.train={data.train}", f"data.test={data.test}", f"data.targets={data.targets}",
-                 f"data.folds={data.folds}", f"data.cache_dir={work / 'cache'}"]
+                 f"data.folds={data.folds}", f"data.cache_dir={work.cache}"]
         model = load_config(config, paths + list(args.model_set))
-        sets = paths + [f"out={work / 'runs' / model['name']}"] + list(args.model_set)
+        sets = paths + [f"out={work.run(model['name'])}"] + list(args.model_set)
         inputs = [Path(config), data.folds, data.targets / TARGETS_FILE, data.train / IMAGES_DIR,
                   data.test / IMAGES_DIR]
         needs = ["folds"] + data.data_stage
         src = model["knn"]["features_from"]
         if src:  # a kNN on a trained run's features: point it at that run inside this work tree
-            src_run = work / "runs" / Path(src).name
+            src_run = work.run(Path(src).name)
             sets.append(f"knn.features_from={src_run}")
             inputs.append(src_run / MANIFEST_FILE)
         model = load_config(config, sets)  # exactly what the stage runs
@@ -206,20 +205,20 @@ def _blend_stages(cfg, work, py, data, model_stages):
     test, test_prompts = data.test, data.test_prompts
     run_dirs = [Path(s.outputs[0]).parent for s in model_stages]
     trains = [s.name for s in model_stages]
-    ens = work / "ensemble"
+    ens = work.ensemble
     e = cfg["ensemble"]
     # The mean-embedding baseline joins the stack as a constant model: the blend's intercept.
-    baseline = work / "runs" / "mean_baseline"
+    baseline = work.baseline
     stacked = ([baseline] if e["include_baseline"] else []) + run_dirs
     stages = [Stage("ensemble", py + ["-m", "ensemble.fit", "--runs", *map(str, stacked), "--out", str(ens),
                                       "--method", e["method"]],
                     inputs=[r / MANIFEST_FILE for r in stacked], outputs=[ens / SUBMISSION_FILE],
                     needs=(["baseline"] if e["include_baseline"] else []) + trains, weight=17)]
-    stages.append(Stage("submission", ["cp", str(ens / SUBMISSION_FILE), str(work / SUBMISSION_FILE)],
-                        inputs=[ens / SUBMISSION_FILE], outputs=[work / SUBMISSION_FILE], needs=["ensemble"]))
+    stages.append(Stage("submission", ["cp", str(ens / SUBMISSION_FILE), str(work.submission)],
+                        inputs=[ens / SUBMISSION_FILE], outputs=[work.submission], needs=["ensemble"]))
     # Offline inference (fold checkpoints + blend, from the test images alone) must reproduce the
     # stacker's submission: every run proves that what ships to Kaggle predicts what was scored.
-    offline = work / OFFLINE_SUBMISSION_FILE
+    offline = work.offline_submission
     stages.append(Stage("offline-submit", py + ["-m", "models.submit", "--runs", *map(str, stacked), "--ensemble", str(ens),
                                                 "--images", str(test), "--out", str(offline)],
                         inputs=[ens / SUBMISSION_FILE, test / IMAGES_DIR], outputs=[offline], needs=["ensemble"],
@@ -229,16 +228,16 @@ def _blend_stages(cfg, work, py, data, model_stages):
     stages.append(Stage("submission-check", py + ["-m", "core.submission", "check", str(offline), "--images", str(test)],
                         inputs=[offline], needs=["offline-submit"], show=True))
     report_runs = [baseline] + run_dirs
-    test_opt = ["--test-targets", str(work / "targets" / "test")] if test_prompts else []
+    test_opt = ["--test-targets", str(work.targets("test"))] if test_prompts else []
     stages.append(Stage("report", py + ["-m", "oof.report", "--runs", *map(str, report_runs), "--ensemble", str(ens),
-                                        *test_opt, "--out", str(work / "report"), "--quiet"],
-                        inputs=[r / MANIFEST_FILE for r in report_runs] + [ens / SCORES_FILE, work / GROUPS_FILE]
-                        + ([work / "targets" / "test" / META_FILE] if test_prompts else []),
-                        outputs=[work / "report" / HTML_FILE], code=[REPO / "oof" / "report"],
+                                        *test_opt, "--out", str(work.report), "--quiet"],
+                        inputs=[r / MANIFEST_FILE for r in report_runs] + [ens / SCORES_FILE, work.groups]
+                        + ([work.targets("test") / META_FILE] if test_prompts else []),
+                        outputs=[work.report / HTML_FILE], code=[REPO / "oof" / "report"],
                         needs=["ensemble", "baseline"] + (["test-targets"] if test_prompts else []), weight=4))
     if test_prompts:  # the final summary: after every other stage, so it is the last thing printed
-        stages.append(Stage("score", py + ["-m", "pipeline.summary", "--work", str(work), "--runs",
+        stages.append(Stage("score", py + ["-m", "pipeline.summary", "--work", str(work.root), "--runs",
                                            str(baseline), *map(str, run_dirs)],
-                            inputs=[work / SUBMISSION_FILE], outputs=[], show=True,
+                            inputs=[work.submission], outputs=[], show=True,
                             needs=[s.name for s in stages if s.name != "ensemble"] + ["test-targets"]))
     return stages
