@@ -28,6 +28,7 @@ _log = logging.getLogger(__name__)
 
 PROMPTS_FILE = "prompts.csv"
 IMAGES_DIR = "images"
+TEST_PROMPTS_FILE = "test_prompts.csv"  # imgId,prompt of a test set's images, beside its folder (demo, generated sets)
 REQUIRED_COLUMNS = ("imgId", "prompt")
 # One id rule for every reader and writer: an imgId is a file stem (Kaggle's are hex).
 IMG_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")

@@ -26,6 +26,7 @@ from core.io import save_csv, sha256_file, write_json
 from core.metric import l2_normalize
 
 FOLDS_FILE_COLUMNS = ("imgId", "fold")
+FOLDS_FILE = "folds.csv"  # imgId,fold (the usual name; any path is accepted)
 GROUPS_FILE = "groups.csv"
 GROUPS_FILE_COLUMNS = ("imgId", "group")
 
@@ -283,7 +284,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="Make K folds grouped by prompt similarity (imgId,fold).")
     ap.add_argument("--prompts", required=True, help="prompts.csv or a dataset folder holding one")
     ap.add_argument("--targets", required=True, help="targets folder of those prompts (core.targets)")
-    ap.add_argument("--out", default="work/folds.csv", help="folds.csv to write (default: %(default)s)")
+    ap.add_argument("--out", default=f"work/{FOLDS_FILE}", help="folds.csv to write (default: %(default)s)")
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--threshold", type=float, default=0.9, help="join prompts with cosine >= this (default: %(default)s)")
     ap.add_argument("--mode", choices=["exact", "fast"], default="exact")

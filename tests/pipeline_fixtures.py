@@ -64,3 +64,12 @@ def checkout(pipeline):
     finally:
         shutil.rmtree(pipeline.root, ignore_errors=True)
         os.rename(aside, pipeline.root)
+
+
+def fresh_copy(reference, dest):
+    """The reference's data and prompt embeddings; no stamps, folds, runs or ensemble."""
+    shutil.copytree(reference / "data", dest / "data")
+    shutil.copytree(reference / "targets", dest / "targets")
+    shutil.copytree(reference / "cache" / "text_embeddings", dest / "cache" / "text_embeddings")
+    return dest
+

@@ -121,7 +121,7 @@ def test_shipped_backbones_pass_the_name_checks():
     ("data: {}\nfolds: {}\nmodels: [a.yaml]\nextra: 1\n", r"unknown key\(s\) \['extra'\] in the pipeline config"),
 ])
 def test_bad_pipeline_config(tmp_path, text, match):
-    from pipeline.run import load_pipeline
+    from pipeline.config import load_pipeline
 
     path = tmp_path / "p.yaml"
     path.write_text(text)

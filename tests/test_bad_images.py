@@ -269,7 +269,7 @@ def test_checked_view_leaves_the_bad_images_out_of_every_stage(tmp_path, capsys)
     """`python -m core.dataset DATA --write-checked DIR` (run_all --skip-bad-images): a training set view
     without the unreadable images, read by every later stage like any dataset folder."""
     from core.dataset import main
-    from pipeline.run import Stage, fingerprint
+    from pipeline.stages import Stage, fingerprint
 
     data = make_set(tmp_path / "set")
     view = tmp_path / "work" / "checked"

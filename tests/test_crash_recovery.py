@@ -5,15 +5,17 @@ One uninterrupted `run_all.sh` (conftest's `tiny_pipeline`: tests/data/pipeline_
 one ConvNeXt-atto step or two per fold) is the reference. A copy of its work folder keeps the data and the prompt
 embeddings (the targets stages then reuse them, as any rerun does) and loses everything after; that copy is rebuilt
 through kills:
-- run_all killed between stages (after a stage finished, before its stamp: FAULT_AT=stage_end)
+- run_all killed between stages (after the baseline finished, before its stamp, the training stage running beside
+  it: FAULT_AT=stage_end/baseline)
 - the stacker (ensemble.fit) killed while writing its outputs (FAULT_AT=atomic_write/ensemble.json)
 - models.train stopped by a full disk, then SIGKILLed, while writing the run's OOF artifacts
 """
 import argparse
-import shutil
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +23,7 @@ import pytest
 from oof.runs import ARTIFACT_FILES, MANIFEST_FILE, load_run
 from tests.helpers import assert_one_error_line, assert_same_run, subprocess_env
 from tests.model_fixtures import REPO
-from tests.pipeline_fixtures import MODEL, MODEL_SET
+from tests.pipeline_fixtures import MODEL, MODEL_SET, fresh_copy
 from tests.pipeline_fixtures import run_all as run_pipeline
 
 
@@ -40,21 +42,34 @@ def temp_files(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*.tmp"))
 
 
-def fresh_copy(reference, dest):
-    """The reference's data and prompt embeddings; no stamps, folds, runs or ensemble."""
-    shutil.copytree(reference / "data", dest / "data")
-    shutil.copytree(reference / "targets", dest / "targets")
-    shutil.copytree(reference / "cache" / "text_embeddings", dest / "cache" / "text_embeddings")
-    return dest
+def processes_naming(path):
+    """Pids of the live processes whose command line names `path` (Linux /proc)."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if str(path).encode() in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:  # ended meanwhile
+            pass
+    return pids
 
 
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads /proc")
 def test_run_all_killed_between_stages_and_inside_the_stacker(reference, run_all, tmp_path):
     work = fresh_copy(reference, tmp_path / "work")
-    # 1. killed after the 6th stage (baseline) finished, before its stamp was written
-    cut = run_all(work, fault="stage_end:6")
+    # 1. killed after the baseline finished, before its stamp was written, while the training stage that started
+    # beside it runs (--jobs auto; it gets SIGTERM as run_all dies, so no orphan holds the run directory)
+    cut = run_all(work, fault="stage_end/baseline")
     assert cut.returncode == -signal.SIGKILL, cut.stderr[-2000:]
     assert (work / "runs" / "mean_baseline" / MANIFEST_FILE).is_file()
     assert not (work / ".stages" / "baseline.sha256").exists()
+    assert not (work / ".stages" / f"train_{MODEL}.sha256").exists()
+    assert f"train:{MODEL}: started" in cut.stdout
+    # the kernel sent the training stage SIGTERM as run_all died: it stops at once, no orphan trains on
+    deadline = time.time() + 3  # an orphan would train on for longer (about 5 s here)
+    while processes_naming(work / "runs" / MODEL) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not processes_naming(work / "runs" / MODEL)
     # 2. the rerun skips the five stamped stages, redoes the baseline, trains, and dies in the stacker
     cut = run_all(work, fault="atomic_write/ensemble.json")
     assert cut.returncode == 128 + signal.SIGKILL, cut.stderr[-2000:]
@@ -76,10 +91,10 @@ def test_run_all_killed_between_stages_and_inside_the_stacker(reference, run_all
 
 
 def train_command(pipeline, out):
-    from pipeline.run import build_stages, load_pipeline
+    from pipeline.config import load_pipeline
+    from pipeline.stages import build_stages
 
-    args = argparse.Namespace(work=str(pipeline.work), n_train=None, n_test=None, size=None, model_set=MODEL_SET,
-                              gpus=1)
+    args = argparse.Namespace(work=str(pipeline.work), n_train=None, n_test=None, size=None, model_set=MODEL_SET)
     stage = next(s for s in build_stages(load_pipeline(pipeline.config), args) if s.name == f"train:{MODEL}")
     cmd = [sys.executable if c == stage.cmd[0] else c for c in stage.cmd]
     return [f"out={out}" if c.startswith("out=") else c for c in cmd]

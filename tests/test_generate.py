@@ -403,16 +403,17 @@ def test_module_entry_point_reports_errors_without_traceback(tmp_path):
 def test_generated_pipeline_config_reads_what_generate_writes(pipe, sd_dir, tmp_path, monkeypatch):
     import argparse
 
-    import pipeline.run as pipeline_run
     from core import targets
+    from pipeline.config import load_pipeline, resolve_config
+    from pipeline.stages import build_stages
 
     rows = [(f"g{i:02d}", p) for i, p in enumerate([p for group in PARAPHRASES for p in group] + SINGLES)]
     data = tmp_path / "data" / "sd2"  # the config's paths, relative to where run_all.sh starts
     run(pipe, sd_dir, write_prompts(tmp_path / "prompts.csv", rows), data, batch_size=8, holdout=0.2)
     monkeypatch.chdir(tmp_path)
-    cfg = pipeline_run.load_pipeline(pipeline_run.resolve_config("configs/pipeline/generated.yaml"))
-    args = argparse.Namespace(work=str(tmp_path / "work"), n_train=None, n_test=None, size=None, gpus=1, model_set=[])
-    stages = pipeline_run.build_stages(cfg, args)
+    cfg = load_pipeline(resolve_config("configs/pipeline/generated.yaml"))
+    args = argparse.Namespace(work=str(tmp_path / "work"), n_train=None, n_test=None, size=None, model_set=[])
+    stages = build_stages(cfg, args)
     assert {"targets", "test-targets", "folds", "baseline", "score"} <= {s.name for s in stages}
     inputs = [p for s in stages for p in s.inputs if data in (p, *p.parents)]
     assert inputs and all(p.exists() for p in inputs), [str(p) for p in inputs if not p.exists()]

@@ -1,5 +1,6 @@
 """run_all's stages: fingerprints follow code and data content; on a finished pipeline (conftest's tiny_pipeline)
-a rerun skips what is up to date, --from forces a stage and every later one, ensemble.include_baseline: false
+a rerun skips what is up to date, --from forces a stage and every stage that depends on it, --jobs 1 computes the
+same arrays as the parallel run, ensemble.include_baseline: false
 leaves the baseline out of the stack, an edited model config retrains its run (the old one kept) and reruns what
 depends on it; pipeline.summary's scores; the pipeline config's keys and every model config checked before the
 first stage."""
@@ -20,8 +21,10 @@ from core.targets import targets_for
 from datagen.demo import generate_demo
 from oof.runs import load_run
 from pipeline.config import load_pipeline
-from pipeline.run import REPO, Stage, code_digest, fingerprint, main
-from tests.pipeline_fixtures import MODEL, checkout, run_all
+from pipeline.run import main
+from pipeline.stages import REPO, Stage, code_digest, fingerprint
+from tests.helpers import assert_same_run
+from tests.pipeline_fixtures import MODEL, checkout, fresh_copy, run_all
 
 TRAIN = f"train:{MODEL}"
 STAGES = ["data", "scan", "targets", "test-targets", "folds", "baseline", TRAIN, "ensemble", "submission",
@@ -54,9 +57,10 @@ def test_regenerated_identical_demo_keeps_downstream_fingerprints(tmp_path):
 
 
 def stages(stdout):
-    """{stage: "ran" or "skipped"}, in the order run_all printed them."""
-    found = re.findall(r"^== \[\s*\d+s\] (\S+?)(: up to date, skipped)?$", stdout, flags=re.M)
-    return {name: "skipped" if skipped else "ran" for name, skipped in found}
+    """{stage: "ran" or "skipped"}, from run_all's start and skip lines."""
+    found = re.findall(r"^== \[\s*\d+s\] (\S+): (up to date, skipped|started \(.*\))$", stdout, flags=re.M)
+    assert len({name for name, _ in found}) == len(found), stdout  # each stage once
+    return {name: "skipped" if what.startswith("up to date") else "ran" for name, what in found}
 
 
 def mtimes(work, names):
@@ -92,25 +96,52 @@ def test_summary_prints_every_score(tiny_pipeline, capsys):
     assert f"submission score on the demo test set ({len(ids)} images, true prompts): {score:.4f}" in out
 
 
-def test_rerun_skips_what_is_done_and_from_forces_a_stage_and_every_later_one(tiny_pipeline):
-    outputs = ["submission.csv", "ensemble/ensemble.json", f"runs/{MODEL}/manifest.json", "report/report.html"]
+def test_rerun_skips_what_is_done_and_from_forces_a_stage_and_what_depends_on_it(tiny_pipeline):
+    outputs = ["submission.csv", "ensemble/ensemble.json", f"runs/{MODEL}/manifest.json", "report/report.html",
+               "submission_offline.csv"]
     with checkout(tiny_pipeline) as p:
         done = mtimes(p.work, outputs)
         plain = run_all(p.config, p.work)
         assert plain.returncode == 0, plain.stderr[-3000:]
         assert stages(plain.stdout) == {s: "ran" if s in ALWAYS else "skipped" for s in STAGES}
         assert mtimes(p.work, outputs) == done
-        # --from offline-check: the stages before it are skipped, it and every later one run (the report, up to
-        # date a moment ago, is rewritten)
-        forced = run_all(p.config, p.work, "--from", "offline-check")
+        # --from offline-submit: it and the stages that read its output (its checks, the summary) run; the others,
+        # the report after it in the list included, are skipped
+        forced = run_all(p.config, p.work, "--from", "offline-submit")
         assert forced.returncode == 0, forced.stderr[-3000:]
-        first = STAGES.index("offline-check")
-        assert stages(forced.stdout) == {s: "ran" if s in ALWAYS or i >= first else "skipped"
-                                         for i, s in enumerate(STAGES)}
+        assert stages(forced.stdout) == {s: "ran" if s in ALWAYS | {"offline-submit"} else "skipped" for s in STAGES}
         after = mtimes(p.work, outputs)
-        assert after["report/report.html"] > done["report/report.html"]
-        assert {k: v for k, v in after.items() if k != "report/report.html"} == \
-            {k: v for k, v in done.items() if k != "report/report.html"}
+        assert after["submission_offline.csv"] > done["submission_offline.csv"]
+        assert {k: v for k, v in after.items() if k != "submission_offline.csv"} == \
+            {k: v for k, v in done.items() if k != "submission_offline.csv"}
+
+
+def lanes(stdout):
+    """The most stages running at once, from run_all's start and end lines."""
+    running, most = 0, 0
+    for line in stdout.splitlines():
+        running += bool(re.match(r"== \[\s*\d+s\] \S+: started ", line)) - bool(re.match(r"-- \[\s*\d+s\] \S+: done ", line))
+        most = max(most, running)
+    return most
+
+
+def test_one_stage_at_a_time_computes_the_same_arrays_as_stages_side_by_side(tiny_pipeline, tmp_path):
+    """--jobs 1 against the session's run (--jobs auto: two stages at once on two cores), both at one thread per
+    stage (OMP_NUM_THREADS=1, train.num_threads=1; the decode workers differ, 2 vs 1): every array is identical."""
+    from pipeline.plan import cpu_cores
+
+    ref = tiny_pipeline.work
+    assert lanes(tiny_pipeline.stdout) == min(2, cpu_cores())
+    work = fresh_copy(ref, tmp_path / "work")
+    res = run_all(tiny_pipeline.config, work, "--jobs", "1")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert lanes(res.stdout) == 1 and stages(res.stdout) == {s: "ran" for s in STAGES}
+    for name in ("targets/train/targets.npy", "targets/test/targets.npy", "ensemble/oof_blend.npy"):
+        np.testing.assert_array_equal(np.load(work / name), np.load(ref / name), err_msg=name)
+    for name in ("folds.csv", "groups.csv", "submission.csv", "submission_offline.csv"):
+        assert (work / name).read_bytes() == (ref / name).read_bytes(), name
+    for run in ("mean_baseline", MODEL):
+        assert_same_run(ref / "runs" / run, work / "runs" / run)
 
 
 def test_without_the_baseline_in_the_stack_only_the_ensemble_and_later_stages_rerun(tiny_pipeline):
@@ -176,16 +207,24 @@ def test_every_model_config_is_checked_before_the_first_stage(tmp_path, capsys):
     assert "eva_demo.yaml: train.epochs must be >= 1, got 0" in capsys.readouterr().err and not work.exists()
 
 
+def plan_lines(stdout):
+    """--list's plan: {stage: (what it waits for and runs with, its command)}."""
+    lines = stdout.splitlines()
+    assert lines[0].startswith("plan: ")
+    return {head.split(": ", 1)[0]: (head.split(": ", 1)[1], cmd) for head, cmd in zip(lines[1::2], lines[2::2])}
+
+
 def test_model_stages_take_name_and_folder_from_the_loaded_config(tmp_path, capsys):
     named = tmp_path / "named.yaml"
     named.write_text((REPO / "configs" / "vit_demo.yaml").read_text() + "\nname: vit_small\n")
     path = _pipeline(tmp_path, [{"config": str(named), "gpus": 2}, "configs/eva_demo.yaml"])
-    assert main(["--config", str(path), "--work", str(tmp_path / "w"), "--list"]) == 0
-    lines = {ln.split(": ", 1)[0]: ln for ln in capsys.readouterr().out.splitlines()}
-    assert "--nproc_per_node 2 -m models.train" in lines["train:vit_small"]  # gpus: that model's processes
-    assert f"out={tmp_path / 'w' / 'runs' / 'vit_small'}" in lines["train:vit_small"]
-    assert "torch.distributed.run" not in lines["train:eva_demo"]  # run_all's --gpus 1
-    assert str(tmp_path / "w" / "runs" / "vit_small") in lines["ensemble"]
+    assert main(["--config", str(path), "--work", str(tmp_path / "w"), "--list", "--gpus", "0"]) == 0
+    lines = plan_lines(capsys.readouterr().out)
+    # gpus: 2 without GPUs: that many CPU processes through torchrun
+    assert "--nproc_per_node 2 -m models.train" in lines["train:vit_small"][1]
+    assert f"out={tmp_path / 'w' / 'runs' / 'vit_small'}" in lines["train:vit_small"][1]
+    assert "torch.distributed.run" not in lines["train:eva_demo"][1]
+    assert str(tmp_path / "w" / "runs" / "vit_small") in lines["ensemble"][1]
 
 
 @pytest.mark.parametrize("models,data,message", [

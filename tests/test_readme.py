@@ -196,11 +196,15 @@ def test_gpu_commands_cpu_stand_ins(readme_workspace, env):
         "./run_all.sh --config configs/pipeline/generated.yaml --gpus 8": "generate",
     }
     assert blocks("bash gpu") == list(stand_ins), "a documented GPU command without a CPU stand-in"
-    res = run([str(REPO / "run_all.sh"), "--config", "configs/pipeline/gpu_production.yaml", "--gpus", "2", "--list"],
+    # run_all's plan for the 8 GPUs (--list: nothing runs): the four runs (the kNN on its own frozen ViT-H) side by
+    # side, each through torchrun on 2 of the GPUs
+    res = run([str(REPO / "run_all.sh"), "--config", "configs/pipeline/gpu_production.yaml", "--gpus", "8", "--list"],
               readme_workspace, env)
-    train_lines = [ln for ln in res.stdout.splitlines() if ln.startswith("train:")]
-    assert len(train_lines) == 4 and all("torch.distributed.run --nproc_per_node 2 -m models.train" in ln
-                                         for ln in train_lines)
+    lines = res.stdout.splitlines()
+    train = {head.split(":")[1]: cmd for head, cmd in zip(lines[1::2], lines[2::2]) if head.startswith("train:")}
+    assert lines[0].startswith("plan: GPUs 0,1,2,3,4,5,6,7") and len(train) == 4
+    shares = [int(re.search(r"--nproc_per_node (\d) -m models.train", cmd).group(1)) for cmd in train.values()]
+    assert shares == [2, 2, 2, 2] and all("CUDA_VISIBLE_DEVICES=" in cmd for cmd in train.values())
     # torchrun of models.train: the same launcher module, 2 processes, the eva family at demo size.
     run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
          "-m", "models.train", "--config", "configs/eva_demo.yaml", "--overwrite", "--no-progress",

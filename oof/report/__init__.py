@@ -16,3 +16,8 @@ Modules, one job each:
     sections, ensemble_sections, failure_sections, compare   the pages' sections
     html, markdown   the renderers; build: assemble and write; cli: the command
 """
+
+# The report folder's files (written by build.py; run_all and the tests find them by these names).
+HTML_FILE = "report.html"
+SUMMARY_FILE = "summary.md"
+JSON_FILE = "report.json"

@@ -4,7 +4,7 @@ import time
 from pathlib import Path
 
 from core.io import write_json, write_text
-from oof.report import compare, plots
+from oof.report import HTML_FILE, JSON_FILE, SUMMARY_FILE, compare, plots
 from oof.report.analysis import analyze
 from oof.report.doc import Document, to_json
 from oof.report.ensemble_sections import diversity_section, stacker_section
@@ -16,9 +16,6 @@ from oof.report.sections import (difference_section, distribution_section, learn
 
 log = logging.getLogger(__name__)
 
-HTML_FILE = "report.html"
-SUMMARY_FILE = "summary.md"
-JSON_FILE = "report.json"
 
 
 def _timed_sections(builders, timings):
