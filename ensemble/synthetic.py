@@ -96,7 +96,7 @@ def write_synthetic_project(root, n=3000, n_test=200, sigma=None, n_models=3, k=
     from pathlib import Path
 
     from core.folds import groups_path, save_folds, save_groups
-    from oof.runs import write_run
+    from core.runs import write_run
 
     root = Path(root)
     sigma = noise_levels(n_models, seed=seed) if sigma is None else np.asarray(sigma, dtype=np.float32)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from core.io import atomic_path, read_json, save_npy, write_json
 from core.metric import cosine_scores, l2_normalize
-from oof.runs import LOG_COLUMNS, write_run
+from core.runs import LOG_COLUMNS, write_run
 
 
 def fold_dir(run_dir, fold):
@@ -46,7 +46,7 @@ def save_fold_outputs(run_dir, fold, chash, checkpoint, oof, test, log_rows, sta
 
 
 def assemble_run(cfg, chash, data, run_dir, wall_seconds):
-    """Every fold finished: merge them into oof.npy / test.npy / metrics.json / ... (oof.runs format)."""
+    """Every fold finished: merge them into oof.npy / test.npy / metrics.json / ... (core.runs format)."""
     dim = data.targets.shape[1]
     oof = np.zeros((len(data.ids), dim), dtype=np.float32)
     test_sum = np.zeros((len(data.test_ids), dim), dtype=np.float32)

@@ -72,7 +72,7 @@ def _feature_models(cfg, data):
     """Yield (fold, feature spec) for each fold: {"config", "state_dict"} (+ "identity" when frozen)."""
     import torch
 
-    from oof.runs import METRICS_FILE
+    from core.runs import METRICS_FILE
 
     knn = cfg["knn"]
     if knn["features_from"]:

@@ -17,9 +17,9 @@ from core.dataset import load_dataset
 from core.errors import exit_on_data_error
 from core.folds import load_folds
 from core.metric import cosine_scores, l2_normalize
+from core.runs import write_run
 from core.targets import targets_for
 from models.provenance import input_provenance
-from oof.runs import write_run
 
 CONSTANT_MODEL = "constant mean embedding"
 

@@ -27,9 +27,9 @@ from core.dataset import BAD_IMAGES_FILE, load_images, scan_images, unreadable_i
 from core.errors import DataError, exit_on_data_error
 from core.io import read_json, save_csv, save_npy
 from core.metric import l2_normalize
+from core.runs import MEAN_FILE, METRICS_FILE
 from models.config import ConfigError, canonical_tta
 from models.mean_baseline import CONSTANT_MODEL
-from oof.runs import MEAN_FILE, METRICS_FILE
 
 
 def is_constant_run(run_dir):

@@ -1,4 +1,4 @@
-"""Train one config with K-fold CV and write its run directory (the format oof/runs.py owns).
+"""Train one config with K-fold CV and write its run directory (the format core/runs.py owns).
 
     python -m models.train --config configs/convnext_demo.yaml [--folds 0,2] [--resume] [--overwrite]
                            [--set train.epochs=3 ...]
@@ -27,13 +27,13 @@ from core.dataset import load_dataset
 from core.errors import DataError, InputError, close_progress_bars, print_error
 from core.folds import groups_path, load_folds, load_groups
 from core.io import read_json, sha256_file, sha256_json, write_json
+from core.runs import is_complete
 from core.shards import is_shard_dir, load_shard_dataset, pixel_identity, read_manifest, verify_shards
 from core.targets import targets_for
 from models.config import config_hash, load_config
 from models.fold_outputs import assemble_run, fold_dir, fold_done, save_fold_outputs
 from models.provenance import input_provenance
 from models.run_lock import LOCK_FILE, release_run_lock, take_run_lock
-from oof.runs import is_complete
 
 CONFIG_FILE = "config.json"
 _log = logging.getLogger(__name__)

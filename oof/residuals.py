@@ -13,8 +13,8 @@ import pandas as pd
 
 from core.errors import exit_on_data_error
 from core.metric import l2_normalize
+from core.runs import check_compatible, load_run
 from core.targets import targets_for
-from oof.runs import check_compatible, load_run
 
 CHUNK_ROWS = 8192
 

@@ -106,7 +106,7 @@ def resolve_runs(ensemble_dir, run_dirs=None):
 def check_run(run_dir):
     """The run's metrics after checking it is finished and has a checkpoint for every fold."""
     from models.predict import fold_checkpoints, is_constant_run
-    from oof.runs import MANIFEST_FILE
+    from core.runs import MANIFEST_FILE
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.config import ConfigError, config_hash, load_config
-from oof.runs import load_run
+from core.runs import load_run
 from tests.model_fixtures import REPO, make_tiny_project, tiny_overrides
 
 EPOCHS, STEPS = 3, 4

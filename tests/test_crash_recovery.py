@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 
-from oof.runs import ARTIFACT_FILES, MANIFEST_FILE, load_run
+from core.runs import ARTIFACT_FILES, MANIFEST_FILE, load_run
 from tests.model_fixtures import REPO
 from tests.pipeline_fixtures import MODEL, MODEL_SET, env_with
 from tests.pipeline_fixtures import run_all as run_pipeline

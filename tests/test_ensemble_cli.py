@@ -1,4 +1,4 @@
-"""ensemble/ on real files: run directories written by oof.runs, the CLI, input validation, LightGBM stacker."""
+"""ensemble/ on real files: run directories written by core.runs, the CLI, input validation, LightGBM stacker."""
 import json
 import re
 
@@ -14,7 +14,7 @@ from ensemble.apply import apply_ensemble
 from ensemble.data import StackData
 from ensemble.fit import LGBM_AUTO_MAX_ROWS, main, methods_to_run
 from ensemble.inputs import load_inputs
-from oof.runs import MANIFEST_FILE, OOF_FILE
+from core.runs import MANIFEST_FILE, OOF_FILE
 
 N, N_TEST = 600, 40
 FAST = ["--shrinkage-grid", "1,0", "--ridge-alphas", "3", "--quiet"]
@@ -64,7 +64,7 @@ def test_alignment_is_by_img_id_not_row_order(tmp_path):
     p = project(tmp_path / "a")
     q = project(tmp_path / "b")
     # rewrite run 1 of project b with rows shuffled (OOF and test): same predictions per imgId
-    from oof.runs import load_run, write_run
+    from core.runs import load_run, write_run
 
     run = load_run(q["runs"][1])
     rng = np.random.default_rng(0)

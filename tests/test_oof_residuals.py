@@ -54,7 +54,7 @@ def test_chunked_accumulation_equals_corrcoef():
 def test_run_directories_are_aligned_by_img_id(tmp_path):
     from ensemble.synthetic import write_synthetic_project
     from oof.residuals import run_residual_correlation
-    from oof.runs import load_run, write_run
+    from core.runs import load_run, write_run
 
     p = write_synthetic_project(tmp_path, n=300, n_test=5, n_models=3)
     run = load_run(p["runs"][1])  # rewrite one run with its rows shuffled: same predictions per imgId

@@ -1,4 +1,4 @@
-"""oof.report on real files: synthetic runs written by oof.runs, a real ensemble.fit, small real PNG images."""
+"""oof.report on real files: synthetic runs written by core.runs, a real ensemble.fit, small real PNG images."""
 import base64
 import io
 import json
@@ -23,7 +23,7 @@ from oof.report.cli import main
 from oof.report.failures import by_word, nearest_prompts
 from oof.report.text import PromptPieces, load_tokenizer, token_lengths
 from oof.report.load import open_targets
-from oof.runs import LOG_FILE, MANIFEST_FILE, load_run, write_run
+from core.runs import LOG_FILE, MANIFEST_FILE, load_run, write_run
 
 REPO = Path(__file__).resolve().parents[1]
 N, N_TEST, K = 600, 40, 5

@@ -12,7 +12,7 @@ from core.dataset import load_dataset
 from models.backbones import BackboneError, create_backbone
 from models.config import load_config
 from models.train import RunError, train_run
-from oof.runs import load_run
+from core.runs import load_run
 from tests.model_fixtures import REPO, make_tiny_project, tiny_overrides
 
 FAMILY_CONFIGS = {

@@ -26,7 +26,7 @@ def build_parser():
     ap = argparse.ArgumentParser(prog="python -m oof.report", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     what = ap.add_mutually_exclusive_group(required=True)
-    what.add_argument("--runs", nargs="+", metavar="RUN_DIR", help="run directories (oof/runs.py format)")
+    what.add_argument("--runs", nargs="+", metavar="RUN_DIR", help="run directories (core/runs.py format)")
     what.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
                       help="the comparison page of two runs (same ids and folds): B - A")
     ap.add_argument("--ensemble", default=None, metavar="ENS_DIR", help="a fitted ensemble folder (ensemble.fit --out)")

@@ -15,12 +15,11 @@ from core.dataset import IMAGES_DIR, PROMPTS_FILE, read_prompts
 from core.errors import DataError
 from core.folds import load_folds, load_groups
 from core.io import read_json
+from core.runs import (LOG_COLUMNS, LOG_FILE, MANIFEST_FILE, OOF_FILE, TEST_FILE, check_compatible, find_folds,
+                       find_targets, is_complete, load_run, read_ids, resolve_recorded_path, run_names)
 from core.targets import IDS_FILE, META_FILE, TARGETS_FILE
 from ensemble.blend import first_nonfinite_row
-from ensemble.inputs import find_folds, find_targets, resolve_recorded_path, run_names
 from oof.report.rows import NpyRows, id_order
-from oof.runs import read_ids
-from oof.runs import LOG_COLUMNS, LOG_FILE, MANIFEST_FILE, OOF_FILE, TEST_FILE, check_compatible, is_complete, load_run
 
 
 @dataclass
@@ -95,7 +94,7 @@ def split_finished(run_dirs):
 
 
 def read_log(path):
-    """A run's train_log.csv (oof.runs LOG_COLUMNS)."""
+    """A run's train_log.csv (core.runs LOG_COLUMNS)."""
     try:
         frame = pd.read_csv(path)
     except Exception as e:  # pandas raises several types for unparsable files

@@ -11,7 +11,12 @@
         manifest.json       sha256 of each file above; written last, so its presence marks the run complete
 
 Partial state of an unfinished run (checkpoints, per-fold predictions) lives in the same folder
-under `folds/`; it is the trainer's business, not this format's.
+under `folds/`; it is the trainer's business (models/fold_outputs.py), not this format's.
+
+metrics.json records where the run's inputs came from (`folds: {path, sha256}`, `targets: {path, ...}`);
+`find_folds` / `find_targets` turn those records into the files every reader of several runs
+(the stacker, the report) uses, refusing runs that disagree. A relative recorded path is tried
+against the working directory first, then against the run directory.
 """
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +27,7 @@ import pandas as pd
 from core import EMBEDDING_DIM
 from core.errors import DataError
 from core.io import read_json, save_csv, save_npy, sha256_file, write_json
+from core.targets import META_FILE
 
 OOF_FILE = "oof.npy"
 OOF_IDS_FILE = "oof_ids.csv"
@@ -152,3 +158,86 @@ def aligned(run, ids, which="oof"):
     src_ids, arr = (run.oof_ids, run.oof) if which == "oof" else (run.test_ids, run.test)
     pos = {i: k for k, i in enumerate(src_ids)}
     return np.asarray(arr)[[pos[i] for i in ids]]
+
+
+def resolve_recorded_path(recorded, run):
+    """A path from a run's metrics.json: absolute, else relative to the cwd, else to the run dir."""
+    p = Path(recorded)
+    if p.is_absolute():
+        return p
+    for base in (Path.cwd(), Path(run.path)):
+        if (base / p).exists():
+            return base / p
+    return p
+
+
+def _recorded(run, key):
+    entry = run.metrics.get(key)
+    if isinstance(entry, dict):
+        return entry.get("path")
+    if isinstance(entry, str):
+        return entry
+    return None
+
+
+def run_names(runs):
+    """Unique, readable names: the directory name, or parent/name where two runs share one."""
+    names = [r.name for r in runs]
+    if len(set(names)) == len(names):
+        return names
+    names = [f"{Path(r.path).parent.name}/{r.name}" for r in runs]
+    if len(set(names)) != len(names):
+        names = [str(r.path) for r in runs]
+    return names
+
+
+def find_folds(runs, folds=None):
+    """(path, sha256) of the folds file, checked against every run's recorded folds hash."""
+    recorded = {r.name: r.folds_sha256 for r in runs}
+    notes = []
+    if folds is not None:
+        path = Path(folds)
+        if not path.is_file():
+            raise DataError(path, "folds file not found")
+    else:
+        raw = _recorded(runs[0], "folds")
+        if raw is None:
+            raise DataError(Path(runs[0].path) / METRICS_FILE, "records no folds path (metrics.json: folds.path); pass --folds")
+        path = resolve_recorded_path(raw, runs[0])
+        if not path.is_file():
+            raise DataError(path, f"folds file recorded by run {runs[0].name} not found; pass --folds")
+    sha = sha256_file(path)
+    for run in runs:
+        want = recorded[run.name]
+        if want is None:
+            notes.append(f"run {run.name} records no folds hash: cannot verify it was trained on {path}")
+        elif want != sha:
+            raise DataError(
+                path,
+                f"content (sha256 {sha[:12]}...) is not the folds run {run.name} was trained on "
+                f"(sha256 {want[:12]}... in {Path(run.path) / METRICS_FILE}); stacking on other folds leaks",
+            )
+    return path, sha, notes
+
+
+def find_targets(runs, targets=None):
+    """The targets folder the runs were trained on (`targets` when given); runs recording different
+    folders are refused unless those folders hold the same targets (the same meta.json key)."""
+    if targets is not None:
+        return Path(targets)
+    found = {}
+    for run in runs:
+        raw = _recorded(run, "targets")
+        if raw is None:
+            raise DataError(Path(run.path) / METRICS_FILE, "records no targets path (metrics.json: targets.path); pass --targets")
+        found[run.name] = resolve_recorded_path(raw, run)
+    paths = {p.resolve() for p in found.values()}
+    if len(paths) > 1:
+        keys = {}
+        for name, p in found.items():
+            meta = p / META_FILE
+            keys[name] = read_json(meta).get("key") if meta.is_file() else None
+        if len(set(keys.values())) > 1 or None in keys.values():
+            detail = "; ".join(f"{n}: {found[n]}" for n in found)
+            raise DataError(found[runs[0].name], f"runs were trained on different targets ({detail}); pass --targets if they are the same")
+    return found[runs[0].name]
