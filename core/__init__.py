@@ -1,6 +1,7 @@
 """The contracts every stage reads and writes: the files that pass between the stages.
 
-    dataset.py     the data layout (images/ + prompts.csv), the imgId rule, the one reader of imgId tables
+    dataset.py     the data layout (images/ + prompts.csv, bad_images.csv)
+    ids.py         the imgId rule and the one reader of imgId tables (folds, groups, run and target ids ...)
     targets.py     the prompts' MiniLM embeddings (targets folder: targets.npy, ids.csv, meta.json)
     folds.py       grouped K folds (folds.csv, groups.csv)
     runs.py        a model's run directory (OOF / test predictions, metrics.json, manifest.json) and what

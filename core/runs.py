@@ -26,6 +26,7 @@ import pandas as pd
 
 from core import EMBEDDING_DIM
 from core.errors import DataError
+from core.ids import read_ids
 from core.io import read_json, save_csv, save_npy, sha256_file, write_json
 from core.targets import META_FILE
 
@@ -87,18 +88,6 @@ def _check_array(path, arr, ids):
         row = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
         raise DataError(path, f"NaN or inf in the prediction for imgId {ids[row]!r} (row {row})")
     return arr
-
-
-def read_ids(path):
-    if not path.is_file():
-        raise DataError(path, "missing")
-    frame = pd.read_csv(path, dtype={"imgId": str}, keep_default_na=False)  # an imgId "NA" is an id
-    if "imgId" not in frame.columns:
-        raise DataError(path, "missing column imgId")
-    ids = frame["imgId"].tolist()
-    if len(set(ids)) != len(ids):
-        raise DataError(path, "duplicate imgIds")
-    return ids
 
 
 def load_run(run_dir, verify_hashes=True):

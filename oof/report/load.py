@@ -14,9 +14,10 @@ import pandas as pd
 from core.dataset import IMAGES_DIR, PROMPTS_FILE, read_prompts
 from core.errors import DataError
 from core.folds import load_folds, load_groups
+from core.ids import read_ids
 from core.io import read_json
 from core.runs import (LOG_COLUMNS, LOG_FILE, MANIFEST_FILE, OOF_FILE, TEST_FILE, check_compatible, find_folds,
-                       find_targets, is_complete, load_run, read_ids, resolve_recorded_path, run_names)
+                       find_targets, is_complete, load_run, resolve_recorded_path, run_names)
 from core.targets import IDS_FILE, META_FILE, TARGETS_FILE
 from ensemble.blend import first_nonfinite_row
 from oof.report.rows import NpyRows, id_order
