@@ -29,19 +29,13 @@ from core.io import read_json, save_csv, save_npy
 from core.metric import l2_normalize
 from core.runs import MEAN_FILE, METRICS_FILE
 from models.config import ConfigError, canonical_tta
+from models.fold_outputs import fold_checkpoints
 from models.mean_baseline import CONSTANT_MODEL
 
 
 def is_constant_run(run_dir):
     metrics = Path(run_dir) / METRICS_FILE
     return metrics.is_file() and read_json(metrics).get("model") == CONSTANT_MODEL
-
-
-def fold_checkpoints(run_dir):
-    paths = sorted(Path(run_dir).glob("folds/fold*/model.pt"), key=lambda p: int(p.parent.name[4:]))
-    if not paths:
-        raise DataError(Path(run_dir) / "folds", "no fold checkpoints (folds/fold*/model.pt): is this a trained run?")
-    return paths
 
 
 def _predict_group(paths, ckpts, image_paths, batch_size, tta, device, workers, progress):

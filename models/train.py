@@ -31,7 +31,7 @@ from core.runs import is_complete
 from core.shards import is_shard_dir, load_shard_dataset, pixel_identity, read_manifest, verify_shards
 from core.targets import targets_for
 from models.config import config_hash, load_config
-from models.fold_outputs import assemble_run, fold_dir, fold_done, save_fold_outputs
+from models.fold_outputs import LAST_CHECKPOINT, assemble_run, fold_dir, fold_done, save_fold_outputs
 from models.provenance import input_provenance
 from models.run_lock import LOCK_FILE, release_run_lock, take_run_lock
 
@@ -166,8 +166,8 @@ def run_fold(cfg, chash, data, fold, images, test_images, run_dir, env, resume, 
     d = fold_dir(run_dir, fold)
     if env.is_main:
         d.mkdir(parents=True, exist_ok=True)
-    if (d / "last.pt").is_file() and not resume:
-        raise RunError(f"{d}/last.pt: fold {fold} was interrupted; pass --resume to continue it "
+    if (d / LAST_CHECKPOINT).is_file() and not resume:
+        raise RunError(f"{d / LAST_CHECKPOINT}: fold {fold} was interrupted; pass --resume to continue it "
                        f"or --overwrite to start the run over")
     train_rows = np.flatnonzero(data.folds != fold)
     val_rows = np.flatnonzero(data.folds == fold)

@@ -105,8 +105,9 @@ def resolve_runs(ensemble_dir, run_dirs=None):
 
 def check_run(run_dir):
     """The run's metrics after checking it is finished and has a checkpoint for every fold."""
-    from models.predict import fold_checkpoints, is_constant_run
     from core.runs import MANIFEST_FILE
+    from models.fold_outputs import FOLDS_DIR, fold_checkpoints, fold_index
+    from models.predict import is_constant_run
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -120,15 +121,16 @@ def check_run(run_dir):
     if not is_constant_run(run_dir):
         ckpts = fold_checkpoints(run_dir)
         folds = sorted(int(k) for k in metrics.get("fold_cosine", {}))
-        have = sorted(int(p.parent.name[4:]) for p in ckpts)
+        have = sorted(fold_index(p) for p in ckpts)
         if folds and have != folds:
-            raise DataError(run_dir / "folds", f"fold checkpoints for folds {have}, but the run scored folds {folds}")
+            raise DataError(run_dir / FOLDS_DIR, f"fold checkpoints for folds {have}, but the run scored folds {folds}")
     return metrics
 
 
 def pack_run(name, src, dest, fp16=True, backbones=None):
     """Copy a finished run's inference files into dest/<name>; returns its MANIFEST entry."""
-    from models.predict import fold_checkpoints, is_constant_run
+    from models.fold_outputs import fold_checkpoints
+    from models.predict import is_constant_run
 
     metrics = check_run(src)
     out = dest / name
