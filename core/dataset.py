@@ -2,6 +2,7 @@
 
     DIR/images/<imgId>.png     any image PIL opens (the stem is the imgId; .PNG, .jpg, .webp ... too)
     DIR/prompts.csv            imgId,prompt[,extra columns...]   (absent for a test set)
+    DIR/test_prompts.csv       a generated set's test prompts (imgId,prompt), beside its test images, for scoring
 
 `load_dataset` returns a DataFrame with `imgId`, `path` and, for a training set, `prompt`
 plus any extra columns of prompts.csv, in prompts.csv order (test sets: sorted by imgId).
@@ -28,6 +29,7 @@ from core.images import DECODE_VERSION, IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, open
 _log = logging.getLogger(__name__)
 
 PROMPTS_FILE = "prompts.csv"
+TEST_PROMPTS_FILE = "test_prompts.csv"
 IMAGES_DIR = "images"
 REQUIRED_COLUMNS = ("imgId", "prompt")
 # The unreadable images a scan found: imgId (the file stem), path, reason.

@@ -26,6 +26,7 @@ from core.ids import read_id_table
 from core.io import save_csv, sha256_file, write_json
 from core.metric import l2_normalize
 
+FOLDS_FILE = "folds.csv"  # its settings and hash: folds.json beside it (save_folds)
 FOLDS_FILE_COLUMNS = ("imgId", "fold")
 GROUPS_FILE = "groups.csv"
 GROUPS_FILE_COLUMNS = ("imgId", "group")
@@ -279,13 +280,13 @@ def load_groups(folds_path, ids, folds=None):
 
 @exit_on_data_error
 def main(argv=None):
-    from core.dataset import read_prompts
+    from core.dataset import PROMPTS_FILE, read_prompts
     from core.targets import targets_for
 
     ap = argparse.ArgumentParser(description="Make K folds grouped by prompt similarity (imgId,fold).")
     ap.add_argument("--prompts", required=True, help="prompts.csv or a dataset folder holding one")
     ap.add_argument("--targets", required=True, help="targets folder of those prompts (core.targets)")
-    ap.add_argument("--out", default="work/folds.csv", help="folds.csv to write (default: %(default)s)")
+    ap.add_argument("--out", default=f"work/{FOLDS_FILE}", help="folds.csv to write (default: %(default)s)")
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--threshold", type=float, default=0.9, help="join prompts with cosine >= this (default: %(default)s)")
     ap.add_argument("--mode", choices=["exact", "fast"], default="exact")
@@ -294,7 +295,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     src = Path(args.prompts)
     if src.is_dir():
-        src = src / "prompts.csv"
+        src = src / PROMPTS_FILE
     t0 = time.time()
     frame = read_prompts(src)
     emb = targets_for(args.targets, frame["imgId"].tolist())

@@ -37,7 +37,7 @@ TEST_IDS_FILE = "test_ids.csv"
 MEAN_FILE = "mean_embedding.npy"
 METRICS_FILE = "metrics.json"
 LOG_FILE = "train_log.csv"
-MANIFEST_FILE = "manifest.json"
+RUN_MANIFEST = "manifest.json"
 LOG_COLUMNS = ["fold", "epoch", "train_loss", "val_cosine", "lr", "seconds"]
 ARTIFACT_FILES = [OOF_FILE, OOF_IDS_FILE, TEST_FILE, TEST_IDS_FILE, MEAN_FILE, METRICS_FILE, LOG_FILE]
 
@@ -73,11 +73,11 @@ def write_run(run_dir, oof_ids, oof, test_ids, test, mean_embedding, metrics, tr
     write_json(run_dir / METRICS_FILE, metrics)
     log = pd.DataFrame(train_log, columns=LOG_COLUMNS) if not isinstance(train_log, pd.DataFrame) else train_log
     save_csv(run_dir / LOG_FILE, log)
-    write_json(run_dir / MANIFEST_FILE, {name: sha256_file(run_dir / name) for name in ARTIFACT_FILES})
+    write_json(run_dir / RUN_MANIFEST, {name: sha256_file(run_dir / name) for name in ARTIFACT_FILES})
 
 
 def is_complete(run_dir):
-    return (Path(run_dir) / MANIFEST_FILE).is_file()
+    return (Path(run_dir) / RUN_MANIFEST).is_file()
 
 
 def _check_array(path, arr, ids):
@@ -95,7 +95,7 @@ def load_run(run_dir, verify_hashes=True):
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(run_dir, "run directory not found")
-    manifest_path = run_dir / MANIFEST_FILE
+    manifest_path = run_dir / RUN_MANIFEST
     if not manifest_path.is_file():
         raise DataError(manifest_path, "missing: the run is unfinished (train it to completion or --resume)")
     manifest = read_json(manifest_path)

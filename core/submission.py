@@ -24,6 +24,7 @@ from core.errors import DataError, exit_on_data_error
 from core.ids import IMG_ID_PATTERN, read_ids
 from core.io import atomic_path
 
+SUBMISSION_FILE = "submission.csv"
 HEADER = "imgId_eId,val\n"
 
 
@@ -214,7 +215,7 @@ def main(argv=None):
     wr = sub.add_parser("write", help="write predictions (.npy, N x 384) as a submission, rows L2-normalised")
     wr.add_argument("--pred", required=True, help="float array (N, 384), e.g. a run's test.npy")
     wr.add_argument("--ids", required=True, help="CSV with column imgId, row order of --pred")
-    wr.add_argument("--out", default="work/submission.csv")
+    wr.add_argument("--out", default=f"work/{SUBMISSION_FILE}")
     args = ap.parse_args(argv)
     if args.command == "write":
         for f in (args.pred, args.ids):

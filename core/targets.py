@@ -188,7 +188,7 @@ def targets_for(target_dir, ids):
 
 @exit_on_data_error
 def main(argv=None):
-    from core.dataset import read_prompts
+    from core.dataset import PROMPTS_FILE, read_prompts
 
     ap = argparse.ArgumentParser(description="Embed prompts.csv with all-MiniLM-L6-v2 (the competition's targets).")
     ap.add_argument("--prompts", required=True, help="prompts.csv (imgId,prompt) or a dataset folder holding one")
@@ -202,7 +202,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     src = Path(args.prompts)
     if src.is_dir():
-        src = src / "prompts.csv"
+        src = src / PROMPTS_FILE
     frame = read_prompts(src, encoding=args.encoding)
     emb, reused = compute_targets(frame["imgId"], frame["prompt"], args.out, embedder=args.embedder,
                                   batch_size=args.batch_size, cache_dir=None if args.no_cache else args.cache)

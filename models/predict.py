@@ -32,6 +32,9 @@ from models.config import ConfigError, canonical_tta
 from models.fold_outputs import fold_checkpoints
 from models.mean_baseline import CONSTANT_MODEL
 
+PRED_FILE = "pred.npy"
+PRED_IDS_FILE = "ids.csv"  # imgId, the row order of pred.npy
+
 
 def is_constant_run(run_dir):
     metrics = Path(run_dir) / METRICS_FILE
@@ -177,9 +180,9 @@ def main(argv=None):
     out = Path(args.out or Path(args.run) / "predict" / images_dir.resolve().name)
     if args.skip_bad_images:
         write_skipped(out, bad)
-    save_npy(out / "pred.npy", pred)
-    save_csv(out / "ids.csv", pd.DataFrame({"imgId": frame["imgId"]}))
-    print(f"wrote {out}/pred.npy: {pred.shape[0]} x {pred.shape[1]}")
+    save_npy(out / PRED_FILE, pred)
+    save_csv(out / PRED_IDS_FILE, pd.DataFrame({"imgId": frame["imgId"]}))
+    print(f"wrote {out / PRED_FILE}: {pred.shape[0]} x {pred.shape[1]}")
     return 0
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from core.dataset import load_images
 from core.errors import DataError, exit_on_data_error
 from core.submission import write_submission
-from ensemble.apply import apply_ensemble, read_manifest
+from ensemble.apply import ENSEMBLE_MANIFEST, apply_ensemble, read_manifest
 from models.predict import add_inference_args, predict_readable, scan_test_images, write_skipped
 
 
@@ -33,7 +33,7 @@ def make_submission(run_dirs, ensemble_dir, images_dir, out, batch_size=None, tt
     runs = {Path(r).name: Path(r) for r in run_dirs}
     missing = [m for m in manifest["models"] if m not in runs]
     if missing:
-        raise DataError(Path(ensemble_dir) / "ensemble.json",
+        raise DataError(Path(ensemble_dir) / ENSEMBLE_MANIFEST,
                         f"the ensemble blends {manifest['models']}; no run directory given for {missing}")
     readable, bad = scan_test_images(frame, skip_bad_images, progress)
     preds = {}

@@ -105,15 +105,15 @@ def resolve_runs(ensemble_dir, run_dirs=None):
 
 def check_run(run_dir):
     """The run's metrics after checking it is finished and has a checkpoint for every fold."""
-    from core.runs import MANIFEST_FILE
+    from core.runs import RUN_MANIFEST
     from models.fold_outputs import FOLDS_DIR, fold_checkpoints, fold_index
     from models.predict import is_constant_run
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(run_dir, "run directory not found")
-    if not (run_dir / MANIFEST_FILE).is_file():
-        raise DataError(run_dir / MANIFEST_FILE, "missing: the run is unfinished (train it to completion first)")
+    if not (run_dir / RUN_MANIFEST).is_file():
+        raise DataError(run_dir / RUN_MANIFEST, "missing: the run is unfinished (train it to completion first)")
     for name in RUN_FILES:
         if not (run_dir / name).is_file():
             raise DataError(run_dir / name, "missing although the run is finished")
@@ -156,10 +156,10 @@ def pack_run(name, src, dest, fp16=True, backbones=None):
 
 
 def pack_ensemble(ensemble_dir, dest):
-    from ensemble.apply import MANIFEST_FILE, WEIGHTS_FILE, read_manifest
+    from ensemble.apply import ENSEMBLE_MANIFEST, WEIGHTS_FILE, read_manifest
 
     manifest = read_manifest(ensemble_dir)
-    files = [MANIFEST_FILE, manifest["file"]]  # only what ensemble.json names (a stale stacker stays behind)
+    files = [ENSEMBLE_MANIFEST, manifest["file"]]  # only what ensemble.json names (a stale stacker stays behind)
     fallback = (manifest.get("linear_fallback") or {}).get("file")
     files += [fallback] if fallback else []
     files += [WEIGHTS_FILE] if (Path(ensemble_dir) / WEIGHTS_FILE).is_file() else []

@@ -9,8 +9,10 @@ from pathlib import Path
 from core.errors import DataError, exit_on_data_error
 from core.io import read_json
 from core.metric import mean_cosine
-from core.submission import read_submission
+from core.runs import METRICS_FILE
+from core.submission import SUBMISSION_FILE, read_submission
 from core.targets import targets_for
+from ensemble.apply import SCORES_FILE
 from oof.residuals import run_residual_correlation
 
 
@@ -32,18 +34,18 @@ def main(argv=None):
     work = Path(args.work)
     print("\nOOF cosine per model (out of fold, grouped folds):")
     for run in args.runs:
-        m = _read(Path(run) / "metrics.json", "the run is unfinished (train it first)")
+        m = _read(Path(run) / METRICS_FILE, "the run is unfinished (train it first)")
         folds = ", ".join(f"{v:.4f}" for v in m["fold_cosine"].values())
         print(f"  {m['name']:<16} {m['oof_cosine']:.4f}   folds: {folds}")
     corr = run_residual_correlation(args.runs, work / "targets" / "train")
     print("pairwise correlation of OOF residuals (direction of each error; lower = more for the stacker):")
     print("  " + corr.round(3).to_string().replace("\n", "\n  "))
-    scores = _read(work / "ensemble" / "scores.json", "run the ensemble stage first (python -m ensemble.fit)")
+    scores = _read(work / "ensemble" / SCORES_FILE, "run the ensemble stage first (python -m ensemble.fit)")
     print("stacked (nested CV: each fold scored by a stacker fitted on the other folds):")
     for method, s in scores["methods"].items():
         mark = "  <- chosen" if method == scores["chosen_method"] else ""
         print(f"  {method:<16} {s['overall']:.4f}{mark}")
-    ids, pred = read_submission(work / "submission.csv")
+    ids, pred = read_submission(work / SUBMISSION_FILE)
     score = mean_cosine(pred, targets_for(work / "targets" / "test", ids))
     print(f"\nsubmission score on the demo test set ({len(ids)} images, true prompts): {score:.4f}")
     return 0

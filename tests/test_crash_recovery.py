@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 
-from core.runs import ARTIFACT_FILES, MANIFEST_FILE, load_run
+from core.runs import ARTIFACT_FILES, RUN_MANIFEST, load_run
 from tests.model_fixtures import REPO
 from tests.pipeline_fixtures import MODEL, MODEL_SET, env_with
 from tests.pipeline_fixtures import run_all as run_pipeline
@@ -62,7 +62,7 @@ def test_run_all_killed_between_stages_and_inside_the_stacker(reference, run_all
     # 1. killed after the 6th stage (baseline) finished, before its stamp was written
     cut = run_all(work, fault="stage_end:6")
     assert cut.returncode == -signal.SIGKILL, cut.stderr[-2000:]
-    assert (work / "runs" / "mean_baseline" / MANIFEST_FILE).is_file()
+    assert (work / "runs" / "mean_baseline" / RUN_MANIFEST).is_file()
     assert not (work / ".stages" / "baseline.sha256").exists()
     # 2. the rerun skips the five stamped stages, redoes the baseline, trains, and dies in the stacker
     cut = run_all(work, fault="atomic_write/ensemble.json")
@@ -109,7 +109,7 @@ def test_train_stopped_by_full_disk_then_killed_while_writing_oof_artifacts(tiny
     # space freed, resumed: SIGKILL after every artifact is written but before manifest.json's rename
     cut = subprocess.run(cmd, cwd=REPO, env=env_with("atomic_write/manifest.json"), capture_output=True, text=True)
     assert cut.returncode == -signal.SIGKILL, cut.stderr[-2000:]
-    assert all((out / name).is_file() for name in ARTIFACT_FILES) and not (out / MANIFEST_FILE).exists()
+    assert all((out / name).is_file() for name in ARTIFACT_FILES) and not (out / RUN_MANIFEST).exists()
     with pytest.raises(Exception, match="manifest.json: missing: the run is unfinished"):
         load_run(out)  # every artifact is there, but without the manifest the run is not complete
     assert "fold 0: finished earlier; skipped" in subprocess.run(

@@ -23,7 +23,7 @@ from oof.report.cli import main
 from oof.report.failures import by_word, nearest_prompts
 from oof.report.text import PromptPieces, load_tokenizer, token_lengths
 from oof.report.load import open_targets
-from core.runs import LOG_FILE, MANIFEST_FILE, load_run, write_run
+from core.runs import LOG_FILE, RUN_MANIFEST, load_run, write_run
 
 REPO = Path(__file__).resolve().parents[1]
 N, N_TEST, K = 600, 40, 5
@@ -251,9 +251,9 @@ def test_bad_input_is_one_error_line_and_exit_2(demo, tmp_path, capsys):
               run.metrics, [])
     assert main(["--runs", str(demo["runs"][0]), str(shifted), "--out", str(tmp_path / "r")]) == 2
     assert "imgIds differ" in _error_line(capsys)
-    manifest = json.loads((shifted / MANIFEST_FILE).read_text())
+    manifest = json.loads((shifted / RUN_MANIFEST).read_text())
     manifest["oof.npy"] = "0" * 64
-    write_json(shifted / MANIFEST_FILE, manifest)
+    write_json(shifted / RUN_MANIFEST, manifest)
     assert main(["--runs", str(shifted), "--out", str(tmp_path / "r")]) == 2
     assert "content differs from manifest.json" in _error_line(capsys)
     assert sha256_file(shifted / "oof.npy") != "0" * 64

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.dataset import IMAGES_DIR, PROMPTS_FILE, TEST_PROMPTS_FILE
 from core.io import save_csv, write_bytes
 
 from .plan import plan_rows
@@ -52,11 +53,11 @@ def generate_demo(out_dir, n_train=1500, n_test=300, size=64, seed=0, progress=T
     out = Path(out_dir)
     rows = plan_rows(n_train + n_test, seed)
     train, test = rows[:n_train], rows[n_train:]
-    stale = write_images(train, out / "train" / "images", size, seed, progress)
-    stale += write_images(test, out / "test" / "images", size, seed, progress)
+    stale = write_images(train, out / "train" / IMAGES_DIR, size, seed, progress)
+    stale += write_images(test, out / "test" / IMAGES_DIR, size, seed, progress)
     # CSVs last: a run killed earlier leaves no prompts.csv pointing at missing images.
-    save_csv(out / "train" / "prompts.csv", prompts_frame(train))
-    save_csv(out / "test_prompts.csv", prompts_frame(test))
+    save_csv(out / "train" / PROMPTS_FILE, prompts_frame(train))
+    save_csv(out / TEST_PROMPTS_FILE, prompts_frame(test))
     scene_rows = pd.Series([r.scene_id for r in rows]).value_counts()
     train_scenes = {r.scene_id for r in train}
     return {

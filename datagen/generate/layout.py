@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.dataset import IMAGES_DIR, PROMPTS_FILE
+from core.dataset import IMAGES_DIR, PROMPTS_FILE, TEST_PROMPTS_FILE
 from core.errors import DataError
 from core.images import IMAGE_EXTENSIONS
 from core.io import save_csv
@@ -26,7 +26,6 @@ from core.io import save_csv
 log = logging.getLogger(__name__)
 
 TEST_DIR = "test"
-TEST_PROMPTS_FILE = "test_prompts.csv"
 SETTINGS_FILE = "generate.json"
 SPLITS = {"train": (IMAGES_DIR, PROMPTS_FILE), "test": (f"{TEST_DIR}/{IMAGES_DIR}", TEST_PROMPTS_FILE)}
 _SHARD_FILE = re.compile(r"(?P<base>.+)\.(?P<i>\d+)-of-(?P<n>\d+)\.csv")

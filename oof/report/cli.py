@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from core.errors import exit_on_data_error
-from oof.report.build import build_compare, build_report, write_report
+from oof.report.build import JSON_FILE, SUMMARY_FILE, build_compare, build_report, write_report
 from oof.report.load import load_inputs
 from oof.report.plots import SAMPLE_ROWS
 from oof.report.stats import N_BOOTSTRAP
@@ -85,7 +85,7 @@ def main(argv=None):
     if not args.quiet:
         for note in inputs.notes:
             print(f"note: {note}")
-    print(f"report: {path}  (+ {out / 'summary.md'}, {out / 'report.json'}; {time.perf_counter() - t0:.1f} s)")
+    print(f"report: {path}  (+ {out / SUMMARY_FILE}, {out / JSON_FILE}; {time.perf_counter() - t0:.1f} s)")
     return 0
 
 
