@@ -13,7 +13,8 @@ import numpy as np
 
 from core.errors import DataError
 from core.io import read_json
-from ensemble.blend import apply_weights_file, normalize_rows
+from core.metric import l2_normalize
+from ensemble.blend import apply_weights_file
 
 ENSEMBLE_MANIFEST = "ensemble.json"
 WEIGHTS_FILE = "weights.npz"
@@ -49,5 +50,5 @@ def apply_ensemble(out_dir, predictions_by_model):
     missing = [m for m in stacker.models if m not in predictions_by_model]
     if missing:
         raise ValueError(f"{out_dir}: the stacker needs predictions of {missing}, got {sorted(predictions_by_model)}")
-    X = np.stack([normalize_rows(predictions_by_model[m]) for m in stacker.models])
+    X = np.stack([l2_normalize(predictions_by_model[m]) for m in stacker.models])
     return predict_lgbm_stacker(stacker, X)

@@ -18,9 +18,10 @@ import numpy as np
 
 from core.errors import DataError
 from core.folds import load_folds
+from core.metric import l2_normalize
 from core.runs import OOF_FILE, TEST_FILE, aligned, check_compatible, find_folds, find_targets, load_run, run_names
 from core.targets import targets_for
-from ensemble.blend import first_nonfinite_row, normalize_rows
+from ensemble.blend import first_nonfinite_row
 from ensemble.data import StackData, fold_order
 
 
@@ -50,7 +51,7 @@ def _stack(runs, names, ids, which):
         if bad is not None:
             raise DataError(Path(run.path) / (OOF_FILE if which == "oof" else TEST_FILE),
                             f"NaN or inf in run {names[k]}'s prediction for imgId {ids[bad]!r}")
-        normalize_rows(src, out=X[k])
+        l2_normalize(src, out=X[k])
         del src
     return X
 
@@ -82,7 +83,7 @@ def load_inputs(run_dirs, targets=None, folds=None, verify_hashes=True):
     bad = first_nonfinite_row(T)
     if bad is not None:
         raise DataError(targets_path, f"NaN or inf in the target of imgId {ids[bad]!r}")
-    T = normalize_rows(T, out=T)
+    T = l2_normalize(T, out=T)
     X = _stack(runs, names, ids, "oof")
     test_ids = list(runs[0].test_ids)
     X_test = _stack(runs, names, test_ids, "test")
