@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.errors import DataError, exit_on_data_error
+from core.errors import DataError, exit_on_input_error
 from core.ids import IMG_ID_PATTERN, check_img_id, read_id_table
 from core.images import DECODE_VERSION, IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, open_image, scan_images  # noqa: F401
 
@@ -283,7 +283,7 @@ def write_checked_view(data_dir, out_dir, bad, frame):
     return kept
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Validate a dataset in the competition layout (images/ + prompts.csv); "
                                              "image checks report every unreadable image at once.")

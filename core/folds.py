@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.errors import DataError, InputError, exit_on_data_error
+from core.errors import DataError, InputError, exit_on_input_error
 from core.ids import read_id_table
 from core.io import save_csv, sha256_file, write_json
 from core.metric import l2_normalize
@@ -278,7 +278,7 @@ def load_groups(folds_path, ids, folds=None):
     return groups
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     from core.dataset import PROMPTS_FILE, read_prompts
     from core.targets import targets_for

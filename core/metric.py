@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 
-from core.errors import DataError, exit_on_data_error
+from core.errors import DataError, exit_on_input_error
 
 EPS = 1e-12  # the norm floor of every row normalisation: an all-zero row stays zero
 CHUNK_ROWS = 8192  # rows normalised at a time: a memory-mapped input is never read whole
@@ -45,7 +45,7 @@ def mean_cosine(pred, target):
     return float(cosine_scores(pred, target).mean())
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     from core.submission import read_submission
     from core.targets import load_targets

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from core.dataset import PROMPTS_FILE, load_dataset, open_image, read_prompts
 from core.images import square_resize
-from core.errors import DataError, exit_on_data_error
+from core.errors import DataError, exit_on_input_error
 from core.io import atomic_path, read_json, save_csv, sha256_file, write_json
 
 SHARD_MANIFEST = "manifest.json"
@@ -186,7 +186,7 @@ def verify_shards(shard_dir, stamp_path=None, progress=True):
     return manifest
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m core.shards", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

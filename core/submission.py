@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from core import EMBEDDING_DIM
-from core.errors import DataError, exit_on_data_error
+from core.errors import DataError, exit_on_input_error
 from core.ids import IMG_ID_PATTERN, read_ids
 from core.io import atomic_path
 
@@ -202,7 +202,7 @@ def check_submission(path, images=None, dim=EMBEDDING_DIM):
     return ids, emb
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     from core.metric import l2_normalize
 

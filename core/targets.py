@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from core import EMBEDDING_DIM
-from core.errors import DataError, exit_on_data_error
+from core.errors import DataError, exit_on_input_error
 from core.ids import read_ids
 from core.io import read_json, save_csv, save_npy, sha256_file, sha256_json, sha256_strings, write_json
 from core.text_cache import TextEmbeddingCache
@@ -186,7 +186,7 @@ def targets_for(target_dir, ids):
     return emb[[pos[i] for i in ids]]
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     from core.dataset import PROMPTS_FILE, read_prompts
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.errors import DataError, exit_on_data_error
+from core.errors import DataError, exit_on_input_error
 from core.io import save_csv, save_npy, write_json
 from core.submission import SUBMISSION_FILE, write_submission
 from ensemble.apply import (ENSEMBLE_MANIFEST, LGBM_FILE, OOF_BLEND_FILE, OOF_BLEND_IDS_FILE, RIDGE_FILE, SCORES_FILE,
@@ -220,7 +220,7 @@ def print_result(result, out, inputs, test_blend, lgbm_reason, timings):
           f"{SCORES_FILE}, {ENSEMBLE_MANIFEST}, {OOF_BLEND_FILE}  [{timings['total']:.1f} s]")
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     args = build_parser().parse_args(argv)
     out = Path(args.out)

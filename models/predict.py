@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from core.dataset import BAD_IMAGES_FILE, load_images, scan_images, unreadable_images_error, write_bad_images
-from core.errors import DataError, exit_on_data_error
+from core.errors import DataError, exit_on_input_error
 from core.io import read_json, save_csv, save_npy
 from core.metric import l2_normalize
 from core.runs import MEAN_FILE, METRICS_FILE
@@ -162,7 +162,7 @@ def add_inference_args(ap):
                          "output) instead of failing")
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="a finished run directory (work/runs/<name>)")

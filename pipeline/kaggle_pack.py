@@ -44,7 +44,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.errors import DataError, exit_on_data_error
+from core.errors import DataError, exit_on_input_error
 from core.io import read_json, write_json
 from models.knn_features import PACKED_BACKBONES_DIR
 from pipeline.kaggle_checkpoints import FrozenBackbones, pack_checkpoint
@@ -304,7 +304,7 @@ def make_pack(ensemble_dir, out, run_dirs=None, wheels=DEFAULT_WHEELS, with_torc
     return manifest
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m pipeline.kaggle_pack", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

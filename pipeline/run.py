@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from core.errors import DataError, exit_on_data_error
+from core.errors import DataError, exit_on_input_error
 from core.faults import fault_point
 from core.io import write_text
 from models.config import load_config
@@ -279,7 +279,7 @@ def run_stages(stages, work, start_from=None):
     return 0
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="run_all.sh", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from core.errors import DataError, exit_on_data_error
+from core.errors import DataError, exit_on_input_error
 from core.io import read_json
 from core.metric import mean_cosine
 from core.runs import METRICS_FILE
@@ -25,7 +25,7 @@ def _read(path, what):
         raise DataError(path, f"not valid JSON ({e})") from None
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="work")

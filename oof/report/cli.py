@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.errors import exit_on_data_error
+from core.errors import exit_on_input_error
 from oof.report.build import JSON_FILE, SUMMARY_FILE, build_compare, build_report, write_report
 from oof.report.load import load_inputs
 from oof.report.plots import SAMPLE_ROWS
@@ -50,7 +50,7 @@ def build_parser():
     return ap
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
