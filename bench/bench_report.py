@@ -4,7 +4,7 @@
 
 Writes, in a temporary folder (or --keep DIR): a synthetic training set's prompts.csv (with a
 `source` column), targets folder, folds.csv + groups.csv (prompt groups of 1-3 rows, each in one
-fold), M run directories written with oof.runs.write_run (OOF, test, train_log.csv with 3 epochs
+fold), M run directories written with core.runs.write_run (OOF, test, train_log.csv with 3 epochs
 per fold, metrics.json with provenance), and test targets. Then it runs the report in a child
 process and reports its wall time and peak memory (the child's ru_maxrss, which counts touched
 memory-mapped pages too). Target (issue 9): < 2 minutes and < 4 GiB at 500,000 rows x 4 models.

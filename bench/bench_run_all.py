@@ -52,7 +52,7 @@ def oof_agreement(a, b):
     """Mean cosine between two runs' OOF rows (1.0: the same directions)."""
     import numpy as np
 
-    from oof.runs import load_run
+    from core.runs import load_run
 
     ra, rb = load_run(a), load_run(b)
     if ra.oof_ids != rb.oof_ids:

@@ -2,6 +2,7 @@
 
     DIR/images/<imgId>.png     any image PIL opens (the stem is the imgId; .PNG, .jpg, .webp ... too)
     DIR/prompts.csv            imgId,prompt[,extra columns...]   (absent for a test set)
+    DIR/test_prompts.csv       a generated set's test prompts (imgId,prompt), beside its test images, for scoring
 
 `load_dataset` returns a DataFrame with `imgId`, `path` and, for a training set, `prompt`
 plus any extra columns of prompts.csv, in prompts.csv order (test sets: sorted by imgId).
@@ -10,19 +11,20 @@ generated trains on what is there); rows without an image are an error listing t
 
 Unreadable images: `scan_images` (core.images) finds all of them in one pass;
 `write_bad_images` records them in bad_images.csv, whose ids `load_dataset(skip_ids=...)` leaves out.
+The imgId rule and the one reader of imgId tables (bad_images.csv among them) are core.ids's.
 """
 import argparse
 import csv
 import io
 import logging
-import re
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from core.errors import DataError, exit_on_data_error
-from core.images import DECODE_VERSION, MAX_IMAGE_PIXELS, open_image, scan_images  # noqa: F401  (re-exported)
+from core.errors import DataError, exit_on_input_error
+from core.ids import IMG_ID_PATTERN, check_img_id, read_id_table
+from core.images import DECODE_VERSION, IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, open_image, scan_images  # noqa: F401
 
 _log = logging.getLogger(__name__)
 
@@ -30,27 +32,10 @@ PROMPTS_FILE = "prompts.csv"
 IMAGES_DIR = "images"
 TEST_PROMPTS_FILE = "test_prompts.csv"  # imgId,prompt of a test set's images, beside its folder (demo, generated sets)
 REQUIRED_COLUMNS = ("imgId", "prompt")
-# One id rule for every reader and writer: an imgId is a file stem (Kaggle's are hex).
-IMG_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
-IMAGE_EXTENSIONS = (".png", ".webp", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff")
 # The unreadable images a scan found: imgId (the file stem), path, reason.
 BAD_IMAGES_FILE = "bad_images.csv"
 BAD_IMAGES_COLUMNS = ("imgId", "path", "reason")
 _SHOWN = 10  # ids listed in an error or warning message
-
-
-def check_img_id(img_id, path, row=None):
-    """Return `img_id` if it is a file stem of [A-Za-z0-9_-] characters, else raise a DataError naming `path`.
-
-    `row` (1-based data row) is added to the message when given."""
-    s = str(img_id)
-    if IMG_ID_PATTERN.fullmatch(s):
-        return s
-    where = f"row {row}: " if row is not None else ""
-    stem, dot, ext = s.rpartition(".")
-    if dot and "." + ext.lower() in IMAGE_EXTENSIONS and IMG_ID_PATTERN.fullmatch(stem):
-        raise DataError(path, f"{where}imgId {s!r} ends in the file extension .{ext}; ids are file stems: write {stem!r}")
-    raise DataError(path, f"{where}imgId {s!r} is not a file stem of [A-Za-z0-9_-] characters")
 
 
 def _shown(items):
@@ -268,18 +253,7 @@ def read_bad_images(path):
     path = Path(path)
     if not path.is_file():
         raise DataError(path, f"file not found (write it with `python -m core.dataset DATA --write-bad-images {path}`)")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        raise DataError(path, f"empty file (expected the header {','.join(BAD_IMAGES_COLUMNS)})") from None
-    except Exception as e:
-        raise DataError(path, f"cannot be parsed as CSV: {e}") from None
-    missing = [c for c in BAD_IMAGES_COLUMNS if c not in frame.columns]
-    if missing:
-        raise DataError(path, f"missing column(s) {missing}; found {list(frame.columns)}")
-    for row, img_id in enumerate(frame["imgId"], start=1):
-        check_img_id(img_id, path, row=row)
-    return frame
+    return read_id_table(path, BAD_IMAGES_COLUMNS, unique=False)
 
 
 def write_checked_view(data_dir, out_dir, bad, frame):
@@ -309,7 +283,7 @@ def write_checked_view(data_dir, out_dir, bad, frame):
     return kept
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Validate a dataset in the competition layout (images/ + prompts.csv); "
                                              "image checks report every unreadable image at once.")

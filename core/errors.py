@@ -57,7 +57,7 @@ def print_error(e):
     print(f"error: {e}", file=sys.stderr, flush=True)
 
 
-def exit_on_data_error(main):
+def exit_on_input_error(main):
     """Decorate a CLI's main: an InputError prints `error: <file>: <problem>` and exits 2, no traceback."""
 
     @functools.wraps(main)

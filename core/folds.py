@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.errors import DataError, InputError, exit_on_data_error
+from core.errors import DataError, InputError, exit_on_input_error
+from core.ids import read_id_table
 from core.io import save_csv, sha256_file, write_json
 from core.metric import l2_normalize
 
 FOLDS_FILE_COLUMNS = ("imgId", "fold")
-FOLDS_FILE = "folds.csv"  # imgId,fold (the usual name; any path is accepted)
+FOLDS_FILE = "folds.csv"  # imgId,fold (the usual name; any path is accepted); its settings and hash: folds.json
 GROUPS_FILE = "groups.csv"
 GROUPS_FILE_COLUMNS = ("imgId", "group")
 
@@ -221,19 +222,25 @@ def load_folds(path, ids=None):
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "folds file not found; run `python -m core.folds` first")
-    frame = pd.read_csv(path, dtype={"imgId": str}, keep_default_na=False)  # an imgId "NA" is an id
-    missing = [c for c in FOLDS_FILE_COLUMNS if c not in frame.columns]
-    if missing:
-        raise DataError(path, f"missing column(s) {missing}")
-    if frame["imgId"].duplicated().any():
-        raise DataError(path, "duplicate imgIds")
+    frame = read_id_table(path, FOLDS_FILE_COLUMNS)
+    frame["fold"] = _integers(path, frame["fold"], "fold")
     if ids is None:
         return frame
-    pos = dict(zip(frame["imgId"], frame["fold"].astype(int)))
+    pos = dict(zip(frame["imgId"], frame["fold"]))
     absent = [i for i in ids if i not in pos]
     if absent:
         raise DataError(path, f"{len(absent)} imgIds have no fold, e.g. {absent[:3]}")
     return np.array([pos[i] for i in ids], dtype=np.int64)
+
+
+def _integers(path, column, name):
+    """A text column of integers as int64; anything else is a DataError naming the first bad row."""
+    values = pd.to_numeric(column, errors="coerce")
+    bad = values.isna() | (values != values.round())
+    if bad.any():
+        row = int(bad.to_numpy().argmax())
+        raise DataError(path, f"row {row + 1}: {name} {column.iat[row]!r} is not an integer")
+    return values.astype(np.int64)
 
 
 def groups_path(folds_path):
@@ -257,13 +264,8 @@ def load_groups(folds_path, ids, folds=None):
     path = groups_path(folds_path)
     if not path.is_file():
         return None
-    frame = pd.read_csv(path, dtype={"imgId": str}, keep_default_na=False)  # an imgId "NA" is an id
-    missing = [c for c in GROUPS_FILE_COLUMNS if c not in frame.columns]
-    if missing:
-        raise DataError(path, f"missing column(s) {missing}")
-    if frame["imgId"].duplicated().any():
-        raise DataError(path, f"duplicate imgIds, e.g. {frame['imgId'][frame['imgId'].duplicated()].iloc[0]!r}")
-    pos = dict(zip(frame["imgId"], frame["group"].astype(np.int64)))
+    frame = read_id_table(path, GROUPS_FILE_COLUMNS)
+    pos = dict(zip(frame["imgId"], _integers(path, frame["group"], "group")))
     absent = [i for i in ids if i not in pos]
     if absent:
         raise DataError(path, f"{len(absent)} imgIds have no group, e.g. {absent[:3]}")
@@ -276,9 +278,9 @@ def load_groups(folds_path, ids, folds=None):
     return groups
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
-    from core.dataset import read_prompts
+    from core.dataset import PROMPTS_FILE, read_prompts
     from core.targets import targets_for
 
     ap = argparse.ArgumentParser(description="Make K folds grouped by prompt similarity (imgId,fold).")
@@ -293,7 +295,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     src = Path(args.prompts)
     if src.is_dir():
-        src = src / "prompts.csv"
+        src = src / PROMPTS_FILE
     t0 = time.time()
     frame = read_prompts(src)
     emb = targets_for(args.targets, frame["imgId"].tolist())

@@ -16,7 +16,6 @@ pixels (models/image_cache.py) key on it and rebuild.
 import logging
 import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 
@@ -24,6 +23,8 @@ from core.errors import DataError
 
 _log = logging.getLogger(__name__)
 
+# The file extensions read as images (any case); the format itself is read from the bytes.
+IMAGE_EXTENSIONS = (".png", ".webp", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff")
 # 1: PIL's convert("RGB"). 2: EXIF orientation, alpha on white, 16-bit scaled, pixel limit.
 DECODE_VERSION = 2
 # Generous (a 16k x 16k image, 0.8 GB of RGB) but finite: a corrupt header claiming 10^12 pixels

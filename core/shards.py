@@ -23,10 +23,10 @@ from pathlib import Path
 
 from core.dataset import PROMPTS_FILE, load_dataset, open_image, read_prompts
 from core.images import square_resize
-from core.errors import DataError, exit_on_data_error
+from core.errors import DataError, exit_on_input_error
 from core.io import atomic_path, read_json, save_csv, sha256_file, write_json
 
-MANIFEST_FILE = "manifest.json"
+SHARD_MANIFEST = "manifest.json"
 SHARD_NAME = "shard-{:06d}.tar"
 FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}  # the sample's extension -> PIL's encoder
 LOSSLESS = {"png"}
@@ -73,7 +73,7 @@ def write_shards(data_dir, out_dir, shard_size, size=None, fmt="png", quality=95
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
             raise DataError(out_dir, "output folder is not empty; pass --overwrite to replace its shards")
-        (out_dir / MANIFEST_FILE).unlink(missing_ok=True)  # first: a half-rewritten set is never valid
+        (out_dir / SHARD_MANIFEST).unlink(missing_ok=True)  # first: a half-rewritten set is never valid
         for old in out_dir.glob("shard-*.tar"):
             old.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -103,12 +103,12 @@ def write_shards(data_dir, out_dir, shard_size, size=None, fmt="png", quality=95
     manifest = {"format": "webdataset", "version": MANIFEST_VERSION, "image_format": fmt, "size": size,
                 "quality": quality if fmt in ("jpg", "webp") else None, "source": str(Path(data_dir).resolve()),
                 "n_samples": len(jobs), "shards": shards}
-    write_json(out_dir / MANIFEST_FILE, manifest)
+    write_json(out_dir / SHARD_MANIFEST, manifest)
     return manifest
 
 
 def read_manifest(shard_dir):
-    path = Path(shard_dir) / MANIFEST_FILE
+    path = Path(shard_dir) / SHARD_MANIFEST
     if not path.is_file():
         raise DataError(path, "shard manifest not found (write the shards with `python -m core.shards`)")
     try:
@@ -123,7 +123,7 @@ def read_manifest(shard_dir):
 
 
 def is_shard_dir(path):
-    return (Path(path) / MANIFEST_FILE).is_file()
+    return (Path(path) / SHARD_MANIFEST).is_file()
 
 
 def load_shard_dataset(shard_dir):
@@ -186,7 +186,7 @@ def verify_shards(shard_dir, stamp_path=None, progress=True):
     return manifest
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m core.shards", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -215,7 +215,7 @@ def main(argv=None):
         ap.error(str(e))
     total = sum(s["bytes"] for s in m["shards"])
     print(f"wrote {args.out}: {m['n_samples']} samples in {len(m['shards'])} shards ({total / 2**20:.1f} MiB); "
-          f"{MANIFEST_FILE}: {json.dumps({k: m[k] for k in ('image_format', 'size', 'quality')})}")
+          f"{SHARD_MANIFEST}: {json.dumps({k: m[k] for k in ('image_format', 'size', 'quality')})}")
     return 0
 
 

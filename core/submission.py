@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from core import EMBEDDING_DIM
-from core.dataset import IMG_ID_PATTERN, check_img_id
-from core.errors import DataError, exit_on_data_error
+from core.errors import DataError, exit_on_input_error
+from core.ids import IMG_ID_PATTERN, read_ids
 from core.io import atomic_path
 
+SUBMISSION_FILE = "submission.csv"
 HEADER = "imgId_eId,val\n"
 
 
@@ -201,10 +202,8 @@ def check_submission(path, images=None, dim=EMBEDDING_DIM):
     return ids, emb
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
-    import pandas as pd
-
     from core.metric import l2_normalize
 
     ap = argparse.ArgumentParser(description="Write or check a submission.csv (imgId_eId,val).")
@@ -216,20 +215,13 @@ def main(argv=None):
     wr = sub.add_parser("write", help="write predictions (.npy, N x 384) as a submission, rows L2-normalised")
     wr.add_argument("--pred", required=True, help="float array (N, 384), e.g. a run's test.npy")
     wr.add_argument("--ids", required=True, help="CSV with column imgId, row order of --pred")
-    wr.add_argument("--out", default="work/submission.csv")
+    wr.add_argument("--out", default=f"work/{SUBMISSION_FILE}")
     args = ap.parse_args(argv)
     if args.command == "write":
         for f in (args.pred, args.ids):
             if not Path(f).is_file():
                 raise DataError(f, "file not found")
-        try:
-            ids = pd.read_csv(args.ids, dtype={"imgId": str}, keep_default_na=False)["imgId"].tolist()
-        except KeyError:
-            raise DataError(args.ids, "no column imgId") from None
-        except Exception as e:
-            raise DataError(args.ids, f"cannot be parsed as CSV: {e}") from None
-        for row, i in enumerate(ids, start=1):
-            check_img_id(i, args.ids, row=row)
+        ids = read_ids(args.ids)
         try:
             pred = np.load(args.pred)
         except Exception as e:
@@ -238,8 +230,6 @@ def main(argv=None):
             raise DataError(args.pred, f"shape {pred.shape} does not match {len(ids)} ids in {args.ids}")
         if not np.isfinite(pred).all():
             raise DataError(args.pred, "NaN or inf values")
-        if len(set(ids)) != len(ids):
-            raise DataError(args.ids, "duplicate imgIds")
         write_submission(args.out, ids, l2_normalize(pred))
         print(f"wrote {args.out}: {len(ids)} images")
         return 0

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from core import EMBEDDING_DIM
-from core.errors import DataError, exit_on_data_error
+from core.errors import DataError, exit_on_input_error
+from core.ids import read_ids
 from core.io import read_json, save_csv, save_npy, sha256_file, sha256_json, sha256_strings, write_json
 from core.text_cache import TextEmbeddingCache
 
@@ -162,9 +163,9 @@ def load_targets(target_dir):
         if not (target_dir / name).is_file():
             raise DataError(target_dir / name, "missing; run `python -m core.targets` first")
     try:
-        ids = pd.read_csv(target_dir / IDS_FILE, dtype={"imgId": str}, keep_default_na=False)["imgId"].tolist()
-    except Exception as e:  # unparsable, or no imgId column: the folder is damaged
-        raise DataError(target_dir / IDS_FILE, f"cannot be read ({type(e).__name__}: {e}); rerun `python -m core.targets`") from None
+        ids = read_ids(target_dir / IDS_FILE)
+    except DataError as e:  # unparsable, no imgId column, a bad or repeated id: the folder is damaged
+        raise DataError(e.path, f"{e.problem}; rerun `python -m core.targets`") from None
     try:
         emb = np.load(target_dir / TARGETS_FILE, mmap_mode="r")
     except Exception as e:
@@ -185,9 +186,9 @@ def targets_for(target_dir, ids):
     return emb[[pos[i] for i in ids]]
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
-    from core.dataset import read_prompts
+    from core.dataset import PROMPTS_FILE, read_prompts
 
     ap = argparse.ArgumentParser(description="Embed prompts.csv with all-MiniLM-L6-v2 (the competition's targets).")
     ap.add_argument("--prompts", required=True, help="prompts.csv (imgId,prompt) or a dataset folder holding one")
@@ -201,7 +202,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     src = Path(args.prompts)
     if src.is_dir():
-        src = src / "prompts.csv"
+        src = src / PROMPTS_FILE
     frame = read_prompts(src, encoding=args.encoding)
     emb, reused = compute_targets(frame["imgId"], frame["prompt"], args.out, embedder=args.embedder,
                                   batch_size=args.batch_size, cache_dir=None if args.no_cache else args.cache)

@@ -16,21 +16,9 @@ import numpy as np
 from core import EMBEDDING_DIM
 from core.errors import DataError
 from core.io import write_bytes
+from core.metric import l2_normalize
 
-EPS = 1e-12
 CHUNK_ROWS = 8192
-
-
-def normalize_rows(x, out=None):
-    """Rows scaled to unit L2 norm (zero rows stay zero), float32; `out` may be `x` itself."""
-    x = np.asarray(x, dtype=np.float32)
-    if out is None:
-        out = np.empty(x.shape, dtype=np.float32)
-    for s in range(0, len(x), CHUNK_ROWS):
-        block = np.asarray(x[s:s + CHUNK_ROWS], dtype=np.float32)
-        norm = np.sqrt(np.einsum("ij,ij->i", block, block))
-        np.divide(block, np.maximum(norm, EPS)[:, None], out=out[s:s + CHUNK_ROWS])
-    return out
 
 
 def first_nonfinite_row(x):
@@ -83,8 +71,8 @@ def blend(predictions, weights, names=None):
     for s in range(0, n, CHUNK_ROWS):
         acc = np.zeros((min(CHUNK_ROWS, n - s), dim), dtype=np.float32)
         for m, p in enumerate(predictions):
-            acc += normalize_rows(p[s:s + CHUNK_ROWS]) * w[m]
-        normalize_rows(acc, out=out[s:s + CHUNK_ROWS])
+            acc += l2_normalize(p[s:s + CHUNK_ROWS]) * w[m]
+        l2_normalize(acc, out=out[s:s + CHUNK_ROWS])
     return out
 
 

@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.errors import DataError, exit_on_data_error
+from core.errors import DataError, exit_on_input_error
 from core.io import save_csv, save_npy, write_json
-from core.submission import write_submission
-from ensemble.apply import (LGBM_FILE, MANIFEST_FILE, OOF_BLEND_FILE, OOF_BLEND_IDS_FILE, RIDGE_FILE, SCORES_FILE,
-                            SUBMISSION_FILE, WEIGHTS_CSV, WEIGHTS_FILE)
+from core.submission import SUBMISSION_FILE, write_submission
+from ensemble.apply import (ENSEMBLE_MANIFEST, LGBM_FILE, OOF_BLEND_FILE, OOF_BLEND_IDS_FILE, RIDGE_FILE, SCORES_FILE,
+                            WEIGHTS_CSV, WEIGHTS_FILE)
 from ensemble.blend import blend, save_weights, weights_table
 from ensemble.inputs import load_inputs
 from ensemble.nested_cv import AUTO_METHODS, DEFAULT_RIDGE_ALPHAS, DEFAULT_SHRINKAGE_GRID, LGBM_MIN_FOLDS, nested_cv
@@ -189,7 +189,7 @@ def write_outputs(out, result, inputs):
     if getattr(result, "oof_blend", None) is not None:
         save_npy(out / OOF_BLEND_FILE, result.oof_blend)
         save_csv(out / OOF_BLEND_IDS_FILE, pd.DataFrame({"imgId": list(inputs.data.ids)}))
-    write_json(out / MANIFEST_FILE, manifest)
+    write_json(out / ENSEMBLE_MANIFEST, manifest)
     write_submission(out / SUBMISSION_FILE, inputs.test_ids, test_blend)
     return test_blend
 
@@ -217,10 +217,10 @@ def print_result(result, out, inputs, test_blend, lgbm_reason, timings):
               + ", ".join(f"{m} {s['overall']:.5f}" for m, s in result.drop_one.items()))
     print(f"chosen: {result.chosen_method}   (lgbm: {lgbm_reason})")
     print(f"wrote {out}/: {SUBMISSION_FILE} ({len(inputs.test_ids)} images, row norms {norms.min():.6f}..{norms.max():.6f}), "
-          f"{SCORES_FILE}, {MANIFEST_FILE}, {OOF_BLEND_FILE}  [{timings['total']:.1f} s]")
+          f"{SCORES_FILE}, {ENSEMBLE_MANIFEST}, {OOF_BLEND_FILE}  [{timings['total']:.1f} s]")
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     args = build_parser().parse_args(argv)
     out = Path(args.out)

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ensemble.blend import CHUNK_ROWS, normalize_rows
+from core.metric import l2_normalize
+from ensemble.blend import CHUNK_ROWS
 from ensemble.objective import cosine_sum
 from ensemble.ridge_stacker import predict_ridge, ridge_cosine_sums
 
@@ -77,7 +78,7 @@ class Ledger:
         W = np.asarray(fitted.weights, dtype=np.float32)
         out = np.empty((b - a, self.data.dim), dtype=np.float32)
         for s in range(0, b - a, CHUNK_ROWS):
-            normalize_rows(np.einsum("mcd,md->cd", X[:, s:s + CHUNK_ROWS], W), out=out[s:s + CHUNK_ROWS])
+            l2_normalize(np.einsum("mcd,md->cd", X[:, s:s + CHUNK_ROWS], W), out=out[s:s + CHUNK_ROWS])
         return out
 
     def select(self, outer_fold, used_folds, purpose):

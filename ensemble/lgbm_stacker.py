@@ -17,7 +17,7 @@ import numpy as np
 
 from core.errors import DataError
 from core.io import write_bytes
-from ensemble.blend import normalize_rows
+from core.metric import l2_normalize
 
 DEFAULT_PARAMS = {
     "objective": "regression",
@@ -118,7 +118,7 @@ def predict_lgbm_stacker(stacker, X_rows):
     out = np.empty((X_rows.shape[1], X_rows.shape[2]), dtype=np.float32)
     for d, booster in enumerate(stacker.boosters):
         out[:, d] = booster.predict(_dimension_features(X_rows, d, agree))
-    return normalize_rows(out, out=out)
+    return l2_normalize(out, out=out)
 
 
 def lgbm_cosine_sum(stacker, data, folds):

@@ -13,7 +13,7 @@ a_i[m] = <P_m[i], t_i> and C_i[m, k] = <P_m[i], P_k[i]>, computed once (`model_s
 """
 import numpy as np
 
-EPS = 1e-12
+from core.metric import EPS
 
 
 def _blend_block(Xb, W):

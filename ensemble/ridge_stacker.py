@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.errors import DataError
-from ensemble.blend import CHUNK_ROWS, check_finite, normalize_rows, read_npz, write_npz
+from core.metric import l2_normalize
+from ensemble.blend import CHUNK_ROWS, check_finite, read_npz, write_npz
 
 GRAM_CHUNK_ROWS = 4096
 
@@ -136,7 +137,7 @@ def predict_ridge(stacker, X_rows):
     out = np.empty((n, stacker.coef.shape[0]), dtype=np.float32)
     for s in range(0, n, CHUNK_ROWS):
         Z = features(np.asarray(X_rows[:, s:s + CHUNK_ROWS], dtype=np.float32))
-        normalize_rows(_raw_predictions(stacker.coef, stacker.intercept, Z), out=out[s:s + CHUNK_ROWS])
+        l2_normalize(_raw_predictions(stacker.coef, stacker.intercept, Z), out=out[s:s + CHUNK_ROWS])
     return out
 
 
@@ -189,6 +190,6 @@ def apply_ridge_file(path, predictions_by_model):
     n = len(preds[0])
     out = np.empty((n, d), dtype=np.float32)
     for s in range(0, n, CHUNK_ROWS):
-        X = np.stack([normalize_rows(p[s:s + CHUNK_ROWS]) for p in preds])
+        X = np.stack([l2_normalize(p[s:s + CHUNK_ROWS]) for p in preds])
         out[s:s + CHUNK_ROWS] = predict_ridge(stacker, X)
     return out

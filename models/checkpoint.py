@@ -1,4 +1,5 @@
-"""A fold's training state on disk (`last.pt`) and the stop request that triggers a final save.
+"""A fold's training state on disk (`last.pt`, named in models.fold_outputs) and the stop request
+that triggers a final save.
 
 `last.pt` is written atomically at every epoch end, every `train.checkpoint_every` (optimizer
 updates, or minutes as "30min"), and when SIGTERM / SIGINT arrives (preemptible GPUs: the
@@ -18,7 +19,6 @@ from core.faults import fault_point
 from core.io import atomic_path
 from models.config import parse_checkpoint_every
 
-LAST_CHECKPOINT = "last.pt"
 _log = logging.getLogger(__name__)
 
 

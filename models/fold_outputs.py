@@ -1,12 +1,16 @@
-"""Per-fold outputs inside a run directory, and merging them into the run's artifacts.
+"""The per-fold layout inside a run directory, and merging the folds into the run's artifacts.
 
     RUN/folds/fold<k>/model.pt        the fold checkpoint (config, weights, target statistics)
     RUN/folds/fold<k>/oof.npy         predictions for the fold's own rows, in row order
     RUN/folds/fold<k>/test.npy        predictions for the test set
     RUN/folds/fold<k>/train_log.csv
     RUN/folds/fold<k>/done.json       written last: the fold is finished (with the config hash)
-    RUN/folds/fold<k>/last.pt         only while the fold trains: the resume point
+    RUN/folds/fold<k>/last.pt         only while the fold trains: the resume point (models.checkpoint)
+
+The names are defined here, once; the trainer, the kNN model, prediction and the Kaggle pack find a
+fold's files through `fold_dir`, `fold_checkpoint`, `fold_checkpoints` and `fold_index`.
 """
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -14,17 +18,49 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.errors import DataError
 from core.io import atomic_path, read_json, save_npy, write_json
 from core.metric import cosine_scores, l2_normalize
-from oof.runs import LOG_COLUMNS, write_run
+from core.runs import LOG_COLUMNS, LOG_FILE, OOF_FILE, TEST_FILE, write_run
+
+FOLDS_DIR = "folds"
+FOLD_CHECKPOINT = "model.pt"
+LAST_CHECKPOINT = "last.pt"
+DONE_FILE = "done.json"
+_FOLD_NAME = re.compile(r"fold(0|[1-9][0-9]*)")
 
 
 def fold_dir(run_dir, fold):
-    return Path(run_dir) / "folds" / f"fold{fold}"
+    """RUN/folds/fold<k>."""
+    return Path(run_dir) / FOLDS_DIR / f"fold{int(fold)}"
+
+
+def fold_checkpoint(run_dir, fold):
+    """RUN/folds/fold<k>/model.pt, the finished fold's checkpoint."""
+    return fold_dir(run_dir, fold) / FOLD_CHECKPOINT
+
+
+def fold_index(path):
+    """k of a fold folder RUN/folds/fold<k>, or of a file inside it; ValueError for any other path."""
+    for part in (Path(path), *Path(path).parents):
+        match = _FOLD_NAME.fullmatch(part.name)
+        if match and part.parent.name == FOLDS_DIR:
+            return int(match.group(1))
+    raise ValueError(f"{path}: not inside a fold folder ({FOLDS_DIR}/fold<k>)")
+
+
+def fold_checkpoints(run_dir):
+    """Every fold checkpoint of a trained run, in fold order; a DataError when there is none."""
+    folds = Path(run_dir) / FOLDS_DIR
+    paths = [d / FOLD_CHECKPOINT for d in folds.glob("fold*") if _FOLD_NAME.fullmatch(d.name)]
+    paths = sorted((p for p in paths if p.is_file()), key=fold_index)
+    if not paths:
+        raise DataError(folds, f"no fold checkpoints ({FOLDS_DIR}/fold*/{FOLD_CHECKPOINT}): is this a trained run?")
+    return paths
 
 
 def fold_done(run_dir, fold, chash):
-    done = fold_dir(run_dir, fold) / "done.json"
+    done = fold_dir(run_dir, fold) / DONE_FILE
     return done.is_file() and read_json(done).get("config_hash") == chash
 
 
@@ -33,30 +69,30 @@ def save_fold_outputs(run_dir, fold, chash, checkpoint, oof, test, log_rows, sta
     import torch
 
     d = fold_dir(run_dir, fold)
-    with atomic_path(d / "model.pt") as tmp:
+    with atomic_path(d / FOLD_CHECKPOINT) as tmp:
         torch.save(checkpoint, tmp)
-    save_npy(d / "oof.npy", oof)
-    save_npy(d / "test.npy", test)
-    with atomic_path(d / "train_log.csv") as tmp:
+    save_npy(d / OOF_FILE, oof)
+    save_npy(d / TEST_FILE, test)
+    with atomic_path(d / LOG_FILE) as tmp:
         pd.DataFrame(log_rows, columns=LOG_COLUMNS).to_csv(tmp, index=False)
     score = float(cosine_scores(oof, val_targets).mean())
-    write_json(d / "done.json", {"config_hash": chash, "fold": fold, "oof_cosine": score, **stats})
-    (d / "last.pt").unlink(missing_ok=True)
+    write_json(d / DONE_FILE, {"config_hash": chash, "fold": fold, "oof_cosine": score, **stats})
+    (d / LAST_CHECKPOINT).unlink(missing_ok=True)
     return score
 
 
 def assemble_run(cfg, chash, data, run_dir, wall_seconds):
-    """Every fold finished: merge them into oof.npy / test.npy / metrics.json / ... (oof.runs format)."""
+    """Every fold finished: merge them into oof.npy / test.npy / metrics.json / ... (core.runs format)."""
     dim = data.targets.shape[1]
     oof = np.zeros((len(data.ids), dim), dtype=np.float32)
     test_sum = np.zeros((len(data.test_ids), dim), dtype=np.float32)
     logs, fold_stats = [], {}
     for k in range(data.k):
         d = fold_dir(run_dir, k)
-        oof[data.folds == k] = np.load(d / "oof.npy")
-        test_sum += l2_normalize(np.load(d / "test.npy"))
-        logs.append(pd.read_csv(d / "train_log.csv"))
-        fold_stats[k] = read_json(d / "done.json")
+        oof[data.folds == k] = np.load(d / OOF_FILE)
+        test_sum += l2_normalize(np.load(d / TEST_FILE))
+        logs.append(pd.read_csv(d / LOG_FILE))
+        fold_stats[k] = read_json(d / DONE_FILE)
     scores = cosine_scores(oof, data.targets)
     rates = [s["train_images_per_sec"] for s in fold_stats.values() if s.get("train_images_per_sec")]
     source = cfg["backbone"] if cfg["model"] == "backbone" else (cfg["knn"]["backbone"] or {})

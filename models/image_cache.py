@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from core.dataset import DECODE_VERSION, load_dataset, open_image
-from core.errors import DataError, exit_on_data_error
+from core.errors import DataError, exit_on_input_error
 from core.io import atomic_path, sha256_json, write_json
 from core.images import INTERPOLATION, square_resize
 
@@ -83,7 +83,7 @@ def build_image_cache(paths, size, cache_dir="work/cache", interpolation="bicubi
     return np.load(array_path, mmap_mode="r")
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Build the uint8 image cache of a dataset folder.")
     ap.add_argument("data", help="dataset folder (images/ [+ prompts.csv])")

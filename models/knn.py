@@ -19,7 +19,7 @@ import numpy as np
 
 from core.errors import DataError
 from core.io import read_json
-from models.fold_outputs import fold_dir, save_fold_outputs
+from models.fold_outputs import fold_checkpoint, save_fold_outputs
 from models.knn_features import (backbone_identity, cached_features, extract_features, features_key,
                                  packed_backbone_path)
 from models.knn_index import DEFAULT_NPROBE, BankIndex, default_nlist, resolve_kind, train_cells
@@ -72,7 +72,7 @@ def _feature_models(cfg, data):
     """Yield (fold, feature spec) for each fold: {"config", "state_dict"} (+ "identity" when frozen)."""
     import torch
 
-    from oof.runs import METRICS_FILE
+    from core.runs import METRICS_FILE
 
     knn = cfg["knn"]
     if knn["features_from"]:
@@ -85,7 +85,7 @@ def _feature_models(cfg, data):
             raise DataError(metrics, f"feature run was trained on other folds ({src_folds}) than this run "
                                      f"({data.provenance['folds']['sha256']}): its features would leak")
         for fold in range(data.k):
-            path = fold_dir(src, fold) / "model.pt"
+            path = fold_checkpoint(src, fold)
             if not path.is_file():
                 raise DataError(path, "missing fold checkpoint of the feature run")
             ckpt = torch.load(path, map_location="cpu", weights_only=False)

@@ -16,6 +16,8 @@ import sys
 
 import numpy as np
 
+from core.metric import l2_normalize
+
 INDEX_KINDS = ("auto", "flat", "ivf")
 # auto: exact up to this many bank rows. Exact search ran at 18-24 GMAC/s here (bench/bench_knn.py:
 # 16,000 queries x 1M rows in 341 s at d = 384, 687 s at d = 1024; 2 shared cores), so at d = 1024
@@ -78,13 +80,6 @@ def _f32(rows):
     return np.ascontiguousarray(rows, dtype=np.float32)
 
 
-def _unit(rows):
-    """float32 copy with unit rows (float16 storage leaves norms off 1 by ~1e-4; raw features are allowed)."""
-    x = _f32(rows)
-    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    return x
-
-
 def train_cells(rows, nlist, seed=0):
     """(nlist, d) float32 unit centroids: spherical k-means on a seeded sample of `rows`."""
     faiss = import_faiss()
@@ -94,7 +89,7 @@ def train_cells(rows, nlist, seed=0):
     sample = np.sort(np.random.default_rng(seed).choice(n, take, replace=False)) if take < n else np.arange(n)
     km = faiss.Kmeans(rows.shape[1], nlist, niter=KMEANS_ITER, seed=seed, spherical=True, verbose=False,
                       max_points_per_centroid=KMEANS_POINTS_PER_CELL, min_points_per_centroid=1)
-    km.train(_unit(rows[sample]))
+    km.train(l2_normalize(rows[sample]))
     return km.centroids.astype(np.float32)
 
 
@@ -126,7 +121,7 @@ class BankIndex:
 
     def _chunk(self, start, stop):
         rows = self.bank[start:stop] if self.rows is None else self.bank[self.rows[start:stop]]
-        return _unit(rows)
+        return l2_normalize(rows)
 
     def _build_ivf(self):
         faiss = import_faiss()
@@ -145,7 +140,7 @@ class BankIndex:
         sims = np.empty((len(queries), k), dtype=np.float32)
         idx = np.empty((len(queries), k), dtype=np.int64)
         for s in range(0, len(queries), QUERY_CHUNK):
-            q = _unit(queries[s:s + QUERY_CHUNK])
+            q = l2_normalize(queries[s:s + QUERY_CHUNK])
             search = self._search_ivf if self._ivf is not None else self._search_flat
             sims[s:s + len(q)], idx[s:s + len(q)] = search(q, k)
         return sims, idx

@@ -20,10 +20,10 @@ from tqdm import tqdm
 
 from core.faults import fault_point
 from models.augment import augment_batch, normalize
-from models.checkpoint import (LAST_CHECKPOINT, CheckpointSchedule, StopRequest, TrainingInterrupted,
-                               load_train_state, save_train_state)
+from models.checkpoint import CheckpointSchedule, StopRequest, TrainingInterrupted, load_train_state, save_train_state
 from models.data.sources import as_source
 from models.engine import autocast_for, cosine, derived_seed, make_optimizer, make_scheduler, predict_rows
+from models.fold_outputs import LAST_CHECKPOINT
 from models.net import build_model, training_loss
 
 STD_FLOOR = 1e-4

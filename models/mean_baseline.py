@@ -14,12 +14,12 @@ import time
 import numpy as np
 
 from core.dataset import load_dataset
-from core.errors import exit_on_data_error
+from core.errors import exit_on_input_error
 from core.folds import load_folds
 from core.metric import cosine_scores, l2_normalize
+from core.runs import write_run
 from core.targets import targets_for
 from models.provenance import input_provenance
-from oof.runs import write_run
 
 CONSTANT_MODEL = "constant mean embedding"
 
@@ -32,7 +32,7 @@ def mean_baseline_predictions(targets, folds):
     return oof, targets.mean(axis=0)
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Constant mean-embedding baseline as an OOF run directory.")
     ap.add_argument("--train", required=True, help="training dataset folder (images/ + prompts.csv)")

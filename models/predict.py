@@ -24,24 +24,21 @@ import numpy as np
 import pandas as pd
 
 from core.dataset import BAD_IMAGES_FILE, load_images, scan_images, unreadable_images_error, write_bad_images
-from core.errors import DataError, exit_on_data_error
+from core.errors import DataError, exit_on_input_error
 from core.io import read_json, save_csv, save_npy
 from core.metric import l2_normalize
+from core.runs import MEAN_FILE, METRICS_FILE
 from models.config import ConfigError, canonical_tta
+from models.fold_outputs import fold_checkpoints
 from models.mean_baseline import CONSTANT_MODEL
-from oof.runs import MEAN_FILE, METRICS_FILE
+
+PRED_FILE = "pred.npy"
+PRED_IDS_FILE = "ids.csv"  # imgId, the row order of pred.npy
 
 
 def is_constant_run(run_dir):
     metrics = Path(run_dir) / METRICS_FILE
     return metrics.is_file() and read_json(metrics).get("model") == CONSTANT_MODEL
-
-
-def fold_checkpoints(run_dir):
-    paths = sorted(Path(run_dir).glob("folds/fold*/model.pt"), key=lambda p: int(p.parent.name[4:]))
-    if not paths:
-        raise DataError(Path(run_dir) / "folds", "no fold checkpoints (folds/fold*/model.pt): is this a trained run?")
-    return paths
 
 
 def _predict_group(paths, ckpts, image_paths, batch_size, tta, device, workers, progress):
@@ -165,7 +162,7 @@ def add_inference_args(ap):
                          "output) instead of failing")
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="a finished run directory (work/runs/<name>)")
@@ -183,9 +180,9 @@ def main(argv=None):
     out = Path(args.out or Path(args.run) / "predict" / images_dir.resolve().name)
     if args.skip_bad_images:
         write_skipped(out, bad)
-    save_npy(out / "pred.npy", pred)
-    save_csv(out / "ids.csv", pd.DataFrame({"imgId": frame["imgId"]}))
-    print(f"wrote {out}/pred.npy: {pred.shape[0]} x {pred.shape[1]}")
+    save_npy(out / PRED_FILE, pred)
+    save_csv(out / PRED_IDS_FILE, pd.DataFrame({"imgId": frame["imgId"]}))
+    print(f"wrote {out / PRED_FILE}: {pred.shape[0]} x {pred.shape[1]}")
     return 0
 
 

@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 from core.dataset import load_images
-from core.errors import DataError, exit_on_data_error
+from core.errors import DataError, exit_on_input_error
 from core.submission import write_submission
-from ensemble.apply import apply_ensemble, read_manifest
+from ensemble.apply import ENSEMBLE_MANIFEST, apply_ensemble, read_manifest
 from models.predict import add_inference_args, predict_readable, scan_test_images, write_skipped
 
 
@@ -33,7 +33,7 @@ def make_submission(run_dirs, ensemble_dir, images_dir, out, batch_size=None, tt
     runs = {Path(r).name: Path(r) for r in run_dirs}
     missing = [m for m in manifest["models"] if m not in runs]
     if missing:
-        raise DataError(Path(ensemble_dir) / "ensemble.json",
+        raise DataError(Path(ensemble_dir) / ENSEMBLE_MANIFEST,
                         f"the ensemble blends {manifest['models']}; no run directory given for {missing}")
     readable, bad = scan_test_images(frame, skip_bad_images, progress)
     preds = {}
@@ -50,7 +50,7 @@ def make_submission(run_dirs, ensemble_dir, images_dir, out, batch_size=None, tt
     return frame["imgId"].tolist(), blended
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", nargs="+", required=True, help="run directories named in the ensemble")

@@ -1,4 +1,4 @@
-"""Train one config with K-fold CV and write its run directory (the format oof/runs.py owns).
+"""Train one config with K-fold CV and write its run directory (the format core/runs.py owns).
 
     python -m models.train --config configs/convnext_demo.yaml [--folds 0,2] [--resume] [--overwrite]
                            [--set train.epochs=3 ...]
@@ -27,13 +27,13 @@ from core.dataset import load_dataset
 from core.errors import DataError, InputError, close_progress_bars, print_error
 from core.folds import groups_path, load_folds, load_groups
 from core.io import read_json, sha256_file, sha256_json, write_json
+from core.runs import METRICS_FILE, is_complete
 from core.shards import is_shard_dir, load_shard_dataset, pixel_identity, read_manifest, verify_shards
 from core.targets import targets_for
 from models.config import config_hash, load_config
-from models.fold_outputs import assemble_run, fold_dir, fold_done, save_fold_outputs
+from models.fold_outputs import LAST_CHECKPOINT, assemble_run, fold_dir, fold_done, save_fold_outputs
 from models.provenance import input_provenance
 from models.run_lock import LOCK_FILE, release_run_lock, take_run_lock
-from oof.runs import is_complete
 
 CONFIG_FILE = "config.json"
 _log = logging.getLogger(__name__)
@@ -166,8 +166,8 @@ def run_fold(cfg, chash, data, fold, images, test_images, run_dir, env, resume, 
     d = fold_dir(run_dir, fold)
     if env.is_main:
         d.mkdir(parents=True, exist_ok=True)
-    if (d / "last.pt").is_file() and not resume:
-        raise RunError(f"{d}/last.pt: fold {fold} was interrupted; pass --resume to continue it "
+    if (d / LAST_CHECKPOINT).is_file() and not resume:
+        raise RunError(f"{d / LAST_CHECKPOINT}: fold {fold} was interrupted; pass --resume to continue it "
                        f"or --overwrite to start the run over")
     train_rows = np.flatnonzero(data.folds != fold)
     val_rows = np.flatnonzero(data.folds == fold)
@@ -224,7 +224,7 @@ def train_run(cfg, folds=None, resume=False, overwrite=False, progress=True, rep
         identity = data.identity(cfg, kinds[0] if kinds else None)
         if cfg["model"] == "knn" and cfg["knn"]["features_from"]:
             # the kNN run is only as current as the run whose features it uses
-            src = Path(cfg["knn"]["features_from"]) / "metrics.json"
+            src = Path(cfg["knn"]["features_from"]) / METRICS_FILE
             if not src.is_file():
                 raise DataError(src, "the feature run (knn.features_from) is not finished; train it first")
             identity["features_from"] = read_json(src)["config_hash"]
@@ -233,7 +233,7 @@ def train_run(cfg, folds=None, resume=False, overwrite=False, progress=True, rep
         if not prepare_run_dir(run_dir, cfg, chash, overwrite, env, replace_changed):
             if env.is_main:
                 _log.info("%s: finished run with the same config hash %s; skipped", run_dir, chash[:12])
-            return read_json(run_dir / "metrics.json")
+            return read_json(run_dir / METRICS_FILE)
         barrier(env)
         if cfg["model"] == "knn":
             from models.knn import run_knn_folds
@@ -267,7 +267,7 @@ def train_run(cfg, folds=None, resume=False, overwrite=False, progress=True, rep
                 metrics = assemble_run(cfg, chash, data, run_dir, time.time() - t0)
                 _log.info("%s: OOF cosine %.4f -> %s", cfg["name"], metrics["oof_cosine"], run_dir)
             barrier(env)
-            return metrics or read_json(run_dir / "metrics.json")
+            return metrics or read_json(run_dir / METRICS_FILE)
         if env.is_main:
             _log.info("%s: folds %s done; the run is complete once every fold is", cfg["name"], folds)
         return None

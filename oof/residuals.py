@@ -11,10 +11,10 @@ import sys
 import numpy as np
 import pandas as pd
 
-from core.errors import exit_on_data_error
+from core.errors import exit_on_input_error
 from core.metric import l2_normalize
+from core.runs import check_compatible, load_run
 from core.targets import targets_for
-from oof.runs import check_compatible, load_run
 
 CHUNK_ROWS = 8192
 
@@ -83,7 +83,7 @@ def run_residual_correlation(run_dirs, target_dir):
     return residual_correlation(views, targets_for(target_dir, ids))
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", nargs="+", required=True, help="finished run directories (same folds)")

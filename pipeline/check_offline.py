@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from core.errors import DataError, exit_on_data_error
+from core.errors import DataError, exit_on_input_error
 from core.metric import cosine_scores
 from core.submission import read_submission
 
@@ -29,7 +29,7 @@ def row_cosines(path_a, path_b):
     return ids_a, cosine_scores(emb_a, emb_b[[pos[i] for i in ids_a]])
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m pipeline.check_offline", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,10 +1,10 @@
 """run_all's work folder: where each stage writes. Its folder names are defined here, once; the files in them are
-named by the modules that own their formats (core.targets, core.folds, ensemble.apply, oof.runs, oof.report)."""
+named by the modules that own their formats (core.targets, core.folds, ensemble.apply, core.runs, oof.report)."""
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.folds import FOLDS_FILE, GROUPS_FILE
-from ensemble.apply import SUBMISSION_FILE
+from core.submission import SUBMISSION_FILE
 
 OFFLINE_SUBMISSION_FILE = "submission_offline.csv"  # models.submit's output, checked against the stacker's
 BASELINE_RUN = "mean_baseline"

@@ -41,7 +41,7 @@ stage instead (the same id set everywhere).
 import argparse
 import sys
 
-from core.errors import exit_on_data_error
+from core.errors import exit_on_input_error
 from oof.report import HTML_FILE
 from pipeline.config import load_pipeline, resolve_config
 from pipeline.layout import WorkTree
@@ -77,7 +77,7 @@ def parse_args(argv):
     return ap.parse_args(argv)
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     args = parse_args(argv)
     jobs, devices = parse_jobs(args.jobs), parse_gpus(args.gpus)

@@ -14,10 +14,11 @@ from typing import Optional
 from core.dataset import IMAGES_DIR, PROMPTS_FILE, TEST_PROMPTS_FILE
 from core.errors import DataError
 from core.targets import META_FILE, TARGETS_FILE
-from ensemble.apply import SCORES_FILE, SUBMISSION_FILE
+from core.submission import SUBMISSION_FILE
+from ensemble.apply import SCORES_FILE
 from models.config import load_config
 from oof.report import HTML_FILE
-from oof.runs import MANIFEST_FILE
+from core.runs import RUN_MANIFEST
 from pipeline.config import resolve_config
 from pipeline.layout import WorkTree
 
@@ -110,7 +111,7 @@ def build_stages(cfg, args):
                                           "--test", str(data.test), "--targets", str(data.targets),
                                           "--folds", str(data.folds), "--out", str(baseline)],
                         inputs=[data.folds, data.targets / TARGETS_FILE, data.test / IMAGES_DIR],
-                        outputs=[baseline / MANIFEST_FILE], needs=["folds"] + data.data_stage, weight=2))
+                        outputs=[baseline / RUN_MANIFEST], needs=["folds"] + data.data_stage, weight=2))
     model_stages = _model_stages(cfg, args, work, py, data)
     return stages + model_stages + _blend_stages(cfg, work, py, data, model_stages)
 
@@ -183,13 +184,13 @@ def _model_stages(cfg, args, work, py, data):
         if src:  # a kNN on a trained run's features: point it at that run inside this work tree
             src_run = work.run(Path(src).name)
             sets.append(f"knn.features_from={src_run}")
-            inputs.append(src_run / MANIFEST_FILE)
+            inputs.append(src_run / RUN_MANIFEST)
         model = load_config(config, sets)  # exactly what the stage runs
         cmd = py + ["-m", "models.train", "--config", str(config), "--resume", "--replace-changed", "--no-progress"]
         for s in sets:
             cmd += ["--set", s]
         weight = KNN_WEIGHT if model["model"] == "knn" and src else TRAIN_WEIGHT
-        stages.append(Stage(f"train:{model['name']}", cmd, inputs=inputs, outputs=[Path(model["out"]) / MANIFEST_FILE],
+        stages.append(Stage(f"train:{model['name']}", cmd, inputs=inputs, outputs=[Path(model["out"]) / RUN_MANIFEST],
                             needs=needs, weight=weight, train=True, gpus=entry["gpus"],
                             threads=model["train"]["num_threads"], workers=model["data"]["workers"]))
         if src:
@@ -212,7 +213,7 @@ def _blend_stages(cfg, work, py, data, model_stages):
     stacked = ([baseline] if e["include_baseline"] else []) + run_dirs
     stages = [Stage("ensemble", py + ["-m", "ensemble.fit", "--runs", *map(str, stacked), "--out", str(ens),
                                       "--method", e["method"]],
-                    inputs=[r / MANIFEST_FILE for r in stacked], outputs=[ens / SUBMISSION_FILE],
+                    inputs=[r / RUN_MANIFEST for r in stacked], outputs=[ens / SUBMISSION_FILE],
                     needs=(["baseline"] if e["include_baseline"] else []) + trains, weight=17)]
     stages.append(Stage("submission", ["cp", str(ens / SUBMISSION_FILE), str(work.submission)],
                         inputs=[ens / SUBMISSION_FILE], outputs=[work.submission], needs=["ensemble"]))
@@ -231,7 +232,7 @@ def _blend_stages(cfg, work, py, data, model_stages):
     test_opt = ["--test-targets", str(work.targets("test"))] if test_prompts else []
     stages.append(Stage("report", py + ["-m", "oof.report", "--runs", *map(str, report_runs), "--ensemble", str(ens),
                                         *test_opt, "--out", str(work.report), "--quiet"],
-                        inputs=[r / MANIFEST_FILE for r in report_runs] + [ens / SCORES_FILE, work.groups]
+                        inputs=[r / RUN_MANIFEST for r in report_runs] + [ens / SCORES_FILE, work.groups]
                         + ([work.targets("test") / META_FILE] if test_prompts else []),
                         outputs=[work.report / HTML_FILE], code=[REPO / "oof" / "report"],
                         needs=["ensemble", "baseline"] + (["test-targets"] if test_prompts else []), weight=4))

@@ -6,14 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from core.errors import DataError, exit_on_data_error
+from core.errors import DataError, exit_on_input_error
 from core.io import read_json
 from core.metric import mean_cosine
+from core.runs import METRICS_FILE
 from core.submission import read_submission
 from core.targets import targets_for
 from ensemble.apply import SCORES_FILE
 from oof.residuals import run_residual_correlation
-from oof.runs import METRICS_FILE
 from pipeline.layout import WorkTree
 
 
@@ -26,7 +26,7 @@ def _read(path, what):
         raise DataError(path, f"not valid JSON ({e})") from None
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="work")

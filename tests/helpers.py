@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 
-from oof.runs import load_run
+from core.runs import load_run
 from tests.model_fixtures import REPO
 
 RUN_METRICS = ("oof_cosine", "fold_cosine", "config_hash")

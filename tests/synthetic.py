@@ -21,7 +21,7 @@ from core import EMBEDDING_DIM
 from core.folds import groups_path, save_folds, save_groups
 from core.io import save_csv, save_npy, sha256_file, sha256_strings, write_json
 from core.targets import IDS_FILE, META_FILE, TARGETS_FILE
-from oof.runs import LOG_COLUMNS, write_run
+from core.runs import LOG_COLUMNS, write_run
 
 SOURCES = ("laion", "diffusiondb", "chatgpt")
 SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "qua", "bri", "dro", "fle", "gra", "pho", "str")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from oof.runs import ARTIFACT_FILES, MANIFEST_FILE, load_run
+from core.runs import ARTIFACT_FILES, RUN_MANIFEST, load_run
 from tests.helpers import assert_one_error_line, assert_same_run, subprocess_env
 from tests.model_fixtures import REPO
 from tests.pipeline_fixtures import MODEL, MODEL_SET, fresh_copy
@@ -61,7 +61,7 @@ def test_run_all_killed_between_stages_and_inside_the_stacker(reference, run_all
     # beside it runs (--jobs auto; it gets SIGTERM as run_all dies, so no orphan holds the run directory)
     cut = run_all(work, fault="stage_end/baseline")
     assert cut.returncode == -signal.SIGKILL, cut.stderr[-2000:]
-    assert (work / "runs" / "mean_baseline" / MANIFEST_FILE).is_file()
+    assert (work / "runs" / "mean_baseline" / RUN_MANIFEST).is_file()
     assert not (work / ".stages" / "baseline.sha256").exists()
     assert not (work / ".stages" / f"train_{MODEL}.sha256").exists()
     assert f"train:{MODEL}: started" in cut.stdout
@@ -116,7 +116,7 @@ def test_train_stopped_by_full_disk_then_killed_while_writing_oof_artifacts(tiny
     cut = subprocess.run(cmd, cwd=REPO, env=subprocess_env("atomic_write/manifest.json"), capture_output=True,
                          text=True)
     assert cut.returncode == -signal.SIGKILL, cut.stderr[-2000:]
-    assert all((out / name).is_file() for name in ARTIFACT_FILES) and not (out / MANIFEST_FILE).exists()
+    assert all((out / name).is_file() for name in ARTIFACT_FILES) and not (out / RUN_MANIFEST).exists()
     with pytest.raises(Exception, match="manifest.json: missing: the run is unfinished"):
         load_run(out)  # every artifact is there, but without the manifest the run is not complete
     assert "fold 0: finished earlier; skipped" in subprocess.run(

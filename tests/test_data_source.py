@@ -16,7 +16,7 @@ from models.distributed import DistEnv
 from models.image_cache import decode_resized
 from models.train import TrainingData, train_run
 from models.train import main as train_main
-from oof.runs import load_run
+from core.runs import load_run
 from tests.model_fixtures import REPO, tiny_overrides
 
 VIT = REPO / "configs/vit_demo.yaml"

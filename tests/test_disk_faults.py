@@ -94,7 +94,7 @@ def test_stale_temporary_files_of_killed_writers_are_removed(tmp_path):
 
 
 def test_oof_run_write_failure_keeps_the_run_unreadable_as_complete(tmp_path, fault):
-    from oof.runs import load_run, write_run
+    from core.runs import load_run, write_run
 
     rng = np.random.default_rng(0)
     ids, test_ids = [f"t{i}" for i in range(6)], ["x1", "x2"]

@@ -1,4 +1,4 @@
-"""ensemble/ on real files: run directories written by oof.runs, the CLI, input validation, LightGBM stacker."""
+"""ensemble/ on real files: run directories written by core.runs, the CLI, input validation, LightGBM stacker."""
 import json
 import re
 
@@ -13,7 +13,7 @@ from ensemble.apply import apply_ensemble
 from ensemble.data import StackData
 from ensemble.fit import LGBM_AUTO_MAX_ROWS, main, methods_to_run
 from ensemble.inputs import load_inputs
-from oof.runs import MANIFEST_FILE, OOF_FILE
+from core.runs import RUN_MANIFEST, OOF_FILE
 from tests import synthetic as S
 from tests.helpers import assert_one_error_line
 
@@ -32,9 +32,9 @@ def corrupt_oof(run_dir, row, value=np.nan):
     arr = np.load(run_dir / OOF_FILE)
     arr[row, 3] = value
     np.save(run_dir / OOF_FILE, arr)
-    manifest = json.loads((run_dir / MANIFEST_FILE).read_text())
+    manifest = json.loads((run_dir / RUN_MANIFEST).read_text())
     manifest[OOF_FILE] = sha256_file(run_dir / OOF_FILE)
-    write_json(run_dir / MANIFEST_FILE, manifest)
+    write_json(run_dir / RUN_MANIFEST, manifest)
 
 
 def test_cli_end_to_end(tmp_path, capsys):
@@ -65,7 +65,7 @@ def test_alignment_is_by_img_id_not_row_order(tmp_path):
     p = project(tmp_path / "a")
     q = project(tmp_path / "b")
     # rewrite run 1 of project b with rows shuffled (OOF and test): same predictions per imgId
-    from oof.runs import load_run, write_run
+    from core.runs import load_run, write_run
 
     run = load_run(q["runs"][1])
     rng = np.random.default_rng(0)
@@ -106,9 +106,9 @@ def test_runs_on_different_folds_are_refused(tmp_path):
     metrics = json.loads(metrics_path.read_text())
     metrics["folds"]["sha256"] = "0" * 64
     write_json(metrics_path, metrics)
-    manifest = json.loads((p["runs"][2] / MANIFEST_FILE).read_text())
+    manifest = json.loads((p["runs"][2] / RUN_MANIFEST).read_text())
     manifest["metrics.json"] = sha256_file(metrics_path)
-    write_json(p["runs"][2] / MANIFEST_FILE, manifest)
+    write_json(p["runs"][2] / RUN_MANIFEST, manifest)
     with pytest.raises(DataError, match="different folds.*leaks"):
         load_inputs(p["runs"])
 
@@ -278,16 +278,16 @@ def test_ridge_alphas_must_be_positive(capsys):
 def _wrong_shape(run_dir):
     arr = np.load(run_dir / OOF_FILE)
     np.save(run_dir / OOF_FILE, arr[:, :383])
-    manifest = json.loads((run_dir / MANIFEST_FILE).read_text())
+    manifest = json.loads((run_dir / RUN_MANIFEST).read_text())
     manifest[OOF_FILE] = sha256_file(run_dir / OOF_FILE)
-    write_json(run_dir / MANIFEST_FILE, manifest)
+    write_json(run_dir / RUN_MANIFEST, manifest)
 
 
 @pytest.mark.parametrize("case, damage, expected", [
     ("wrong shape", _wrong_shape, r"oof\.npy: shape \(600, 383\), expected \(600, 384\)"),
     ("file changed under a finished run", lambda d: (d / "metrics.json").write_text((d / "metrics.json").read_text() + " "),
      r"metrics\.json: content differs from manifest\.json"),
-    ("run without its manifest", lambda d: (d / MANIFEST_FILE).unlink(), r"manifest\.json: missing: the run is unfinished"),
+    ("run without its manifest", lambda d: (d / RUN_MANIFEST).unlink(), r"manifest\.json: missing: the run is unfinished"),
     ("NaN", lambda d: corrupt_oof(d, 5), r"oof\.npy: NaN or inf"),
 ])
 def test_each_bad_run_is_one_error_line_through_the_cli(tmp_path, capsys, case, damage, expected):

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from core.errors import DataError, InputError, WriteError, exit_on_data_error
+from core.errors import DataError, InputError, WriteError, exit_on_input_error
 from models.config import ConfigError
 from tests.helpers import assert_one_error_line, subprocess_env
 from tests.model_fixtures import REPO
@@ -14,7 +14,7 @@ from tests.model_fixtures import REPO
 @pytest.mark.parametrize("exc", [DataError("f.csv", "bad row"), ConfigError("c.yaml: bad key"),
                                  WriteError("x.npy", "cannot write: disk full")])
 def test_every_input_error_exits_2_with_one_line(exc, capsys):
-    @exit_on_data_error
+    @exit_on_input_error
     def main(argv=None):
         raise exc
 
@@ -24,7 +24,7 @@ def test_every_input_error_exits_2_with_one_line(exc, capsys):
 
 
 def test_bugs_keep_their_traceback():
-    @exit_on_data_error
+    @exit_on_input_error
     def main(argv=None):
         raise KeyError("a bug")
 
@@ -35,7 +35,7 @@ def test_bugs_keep_their_traceback():
 def test_error_never_lands_on_a_progress_bar_line(capsys):
     from tqdm import tqdm
 
-    @exit_on_data_error
+    @exit_on_input_error
     def main(argv=None):
         for i in tqdm(range(10), desc="work", file=sys.stderr, mininterval=0):
             if i == 5:

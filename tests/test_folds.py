@@ -152,7 +152,7 @@ def test_ids_pandas_would_read_as_missing_are_kept(tmp_path):
     """imgIds like NA / null / nan follow the id rule: folds.csv, groups.csv and a run's id files keep them."""
     from core.folds import load_folds, load_groups, save_folds, save_groups
     from core.io import save_csv
-    from oof.runs import read_ids
+    from core.ids import read_ids
     import pandas as pd
 
     ids = ["NA", "null", "nan", "None", "b"]

@@ -10,8 +10,9 @@ import yaml
 from hypothesis import HealthCheck, example, find, given, settings
 from hypothesis import strategies as st
 
-from core.dataset import IMG_ID_PATTERN, read_bad_images, read_prompts
+from core.dataset import read_bad_images, read_prompts
 from core.errors import DataError
+from core.ids import IMG_ID_PATTERN
 from core.submission import check_submission, read_submission
 from models.config import DEFAULTS, ConfigError, load_config
 from tests.model_fixtures import REPO

@@ -16,8 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
-from core.dataset import check_img_id, load_dataset
+from core.dataset import load_dataset
 from core.errors import DataError
+from core.ids import check_img_id
 from datagen.generate import layout
 from datagen.generate.cli import main
 from datagen.generate.encode import check_image_file

@@ -143,7 +143,7 @@ def test_pack_layout_and_manifest(packed):
     assert m["kind"] == kp.PACK_KIND and m["ensemble"]["models"] == packed.names
     code = set(m["code"]["files"])
     assert {"models/submit.py", "models/knn.py", "models/knn_index.py", "models/knn_features.py", "ensemble/apply.py",
-            "ensemble/ridge_stacker.py", "oof/runs.py",
+            "ensemble/ridge_stacker.py", "core/runs.py",
             "core/io.py", "configs/open_clip/demo-ViT-4L-192-p8.json"} <= code
     assert not any(f.startswith(("tests/", "pipeline/", "work/", "datagen/", "bench/")) for f in code)
     assert sorted(str(p.relative_to(pack / "code")) for p in (pack / "code").rglob("*") if p.is_file()) == sorted(code)

@@ -25,7 +25,7 @@ from models.fold_outputs import fold_dir
 from models.image_cache import build_image_cache
 from models.mean_baseline import mean_baseline_predictions
 from models.train import train_run
-from oof.runs import load_run
+from core.runs import load_run
 from tests.model_fixtures import REPO, make_tiny_project, tiny_overrides
 
 CONFIG = "configs/vit_demo.yaml"

@@ -27,3 +27,31 @@ def test_metric_rejects_bad_input():
         cosine_scores(np.zeros((2, 3)), np.zeros((3, 3)))
     with pytest.raises(ValueError, match="NaN"):
         cosine_scores(np.array([[np.nan, 1.0]]), np.array([[1.0, 0.0]]))
+
+
+def test_l2_normalize_is_one_row_normalisation_for_every_input(tmp_path):
+    """The project's one row normalisation: chunked over rows (memory-mapped input read a chunk at a time),
+    in place with out=x, float16/64 in and float32 out, zero rows kept zero, a row's value independent of
+    the rows around it."""
+    from core.metric import CHUNK_ROWS
+
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((2 * CHUNK_ROWS + 5, 384)) * 4).astype(np.float32)
+    x[3] = 0
+    y = l2_normalize(x)
+    assert y.dtype == np.float32 and y.flags.c_contiguous and not np.shares_memory(x, y)
+    ref = x / np.maximum(np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True), 1e-12)
+    np.testing.assert_allclose(y, ref, atol=1e-6)
+    assert not y[3].any()
+    for k in (0, CHUNK_ROWS - 1, CHUNK_ROWS, 2 * CHUNK_ROWS + 4):  # rows at chunk edges: as if alone
+        assert l2_normalize(x[k:k + 1]).tobytes() == y[k:k + 1].tobytes()
+    np.save(tmp_path / "x.npy", x)
+    assert l2_normalize(np.load(tmp_path / "x.npy", mmap_mode="r")).tobytes() == y.tobytes()
+    inplace = x.copy()
+    assert l2_normalize(inplace, out=inplace) is inplace and inplace.tobytes() == y.tobytes()
+    out = np.empty((2, 50, 384), dtype=np.float32)
+    l2_normalize(x[:100].reshape(2, 50, 384), out=out)
+    assert out.reshape(100, 384).tobytes() == y[:100].tobytes()
+    assert l2_normalize(x[5]).tobytes() == y[5].tobytes()  # one vector
+    half = x.astype(np.float16)
+    np.testing.assert_array_equal(l2_normalize(half), l2_normalize(half.astype(np.float32)))

@@ -209,7 +209,7 @@ def test_gpu_commands_cpu_stand_ins(readme_workspace, env):
     run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
          "-m", "models.train", "--config", "configs/eva_demo.yaml", "--overwrite", "--no-progress",
          "--set", "out=work/runs/eva_ddp"] + TINY_TRAIN, readme_workspace, env)
-    from oof.runs import load_run
+    from core.runs import load_run
 
     assert load_run(readme_workspace / "work" / "runs" / "eva_ddp").oof_ids == \
         load_run(readme_workspace / "work" / "runs" / "eva_demo").oof_ids

@@ -1,4 +1,4 @@
-"""oof.report on real files: synthetic runs written by oof.runs, a real ensemble.fit, small real PNG images."""
+"""oof.report on real files: synthetic runs written by core.runs, a real ensemble.fit, small real PNG images."""
 import base64
 import io
 import json
@@ -22,7 +22,7 @@ from oof.report.cli import main
 from oof.report.failures import by_word, nearest_prompts
 from oof.report.text import PromptPieces, load_tokenizer, token_lengths
 from oof.report.load import open_targets
-from oof.runs import LOG_FILE, MANIFEST_FILE, load_run, write_run
+from core.runs import LOG_FILE, RUN_MANIFEST, load_run, write_run
 from tests.helpers import assert_one_error_line
 from tests.synthetic import write_report_project
 
@@ -246,9 +246,9 @@ def test_bad_input_is_one_error_line_and_exit_2(demo, tmp_path, capsys):
               run.metrics, [])
     assert main(["--runs", str(demo["runs"][0]), str(shifted), "--out", str(tmp_path / "r")]) == 2
     assert_one_error_line(capsys.readouterr().err, "imgIds differ", alone=True)
-    manifest = json.loads((shifted / MANIFEST_FILE).read_text())
+    manifest = json.loads((shifted / RUN_MANIFEST).read_text())
     manifest["oof.npy"] = "0" * 64
-    write_json(shifted / MANIFEST_FILE, manifest)
+    write_json(shifted / RUN_MANIFEST, manifest)
     assert main(["--runs", str(shifted), "--out", str(tmp_path / "r")]) == 2
     assert_one_error_line(capsys.readouterr().err, "content differs from manifest.json", alone=True)
     assert sha256_file(shifted / "oof.npy") != "0" * 64

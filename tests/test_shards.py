@@ -9,7 +9,7 @@ from PIL import Image
 
 from core.errors import DataError
 from core.io import sha256_file, write_json
-from core.shards import (MANIFEST_FILE, load_shard_dataset, main, pixel_identity, read_manifest, verify_shards,
+from core.shards import (SHARD_MANIFEST, load_shard_dataset, main, pixel_identity, read_manifest, verify_shards,
                          write_shards)
 from models.data.shards import ShardSource
 from models.data.sources import CacheSource
@@ -103,7 +103,7 @@ def test_tampered_shard_is_named(dataset, tmp_path):
     (out / "shard-000001.tar").unlink()
     with pytest.raises(DataError, match=r"shard-000001\.tar: shard listed in the manifest is missing"):
         verify_shards(out, progress=False)
-    (out / MANIFEST_FILE).write_text("{}")
+    (out / SHARD_MANIFEST).write_text("{}")
     with pytest.raises(DataError, match="not a shard manifest"):
         read_manifest(out)
 
@@ -160,7 +160,7 @@ def test_unreadable_image_in_a_shard_names_shard_member_and_id(dataset, tmp_path
             tar.addfile(m, io.BytesIO(data))
     manifest = read_manifest(out)
     manifest["shards"][1]["sha256"] = sha256_file(path)
-    write_json(out / MANIFEST_FILE, manifest)
+    write_json(out / SHARD_MANIFEST, manifest)
     src = ShardSource(load_shard_dataset(out), SIZE, workers=2)
     with pytest.raises(DataError, match=r"shard-000001\.tar: member img013\.png \(imgId img013\): cannot be decoded"):
         list(src.iterate([np.arange(0, 8), np.arange(8, 16)], "cpu"))

@@ -15,7 +15,7 @@ from models.predict import predict_images
 from models.submit import main as submit_main
 from models.submit import make_submission
 from models.train import train_run
-from oof.runs import MEAN_FILE
+from core.runs import MEAN_FILE
 from tests.helpers import assert_one_error_line
 from tests.model_fixtures import REPO, make_tiny_project, tiny_overrides
 

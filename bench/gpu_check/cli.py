@@ -12,7 +12,7 @@ from bench.gpu_check.measure import device_info, free_memory, measure_model
 from bench.gpu_check.plan import GPU, MODELS, SMOKE, model_config
 from bench.gpu_check.sd2 import check_pipeline_folder, sd2_rate
 from bench.gpu_check.table import format_table
-from core.errors import InputError, exit_on_data_error
+from core.errors import InputError, exit_on_input_error
 from core.io import write_json
 
 BUDGET_SECONDS = 240  # the whole GPU check, model building included
@@ -83,7 +83,7 @@ def run_check(args, scale, device, configs, start):
     return report
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()

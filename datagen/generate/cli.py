@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 
-from core.errors import exit_on_data_error
+from core.errors import exit_on_input_error
 from core.targets import DEFAULT_TEXT_CACHE
 from datagen.generate.encode import FORMATS
 from datagen.generate.layout import merge
@@ -109,7 +109,7 @@ def print_merge(merged):
                   + (f" ({m['unlisted_images']} image(s) without a row ignored)" if m["unlisted_images"] else ""))
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     ap = build_parser()
     args = ap.parse_args(argv)

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.dataset import IMAGE_EXTENSIONS, IMAGES_DIR, PROMPTS_FILE, TEST_PROMPTS_FILE
+from core.dataset import IMAGES_DIR, PROMPTS_FILE, TEST_PROMPTS_FILE
 from core.errors import DataError
+from core.images import IMAGE_EXTENSIONS
 from core.io import save_csv
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 import argparse
 import sys
 
-from core.errors import exit_on_data_error
+from core.errors import exit_on_input_error
 from core.targets import DEFAULT_TEXT_CACHE
 from datagen.prompts.build import CORPUS_FILE, DROPPED_FILE, STEPS, Settings, build_corpus
 from datagen.prompts.clean import CLIP_CONTEXT, MINILM_MAX_SEQ
@@ -109,7 +109,7 @@ def format_counts(corpus):
     return "\n".join("  ".join(str(v).rjust(w) for v, w in zip(r, widths)) for r in [head] + rows)
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     args, sources, settings = parse_args(argv)
     corpus = build_corpus(sources, args.out, settings, progress=True)

@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from core.errors import exit_on_data_error
-from oof.report.build import build_compare, build_report, write_report
+from core.errors import exit_on_input_error
+from oof.report.build import JSON_FILE, SUMMARY_FILE, build_compare, build_report, write_report
 from oof.report.load import load_inputs
 from oof.report.plots import SAMPLE_ROWS
 from oof.report.stats import N_BOOTSTRAP
@@ -26,7 +26,7 @@ def build_parser():
     ap = argparse.ArgumentParser(prog="python -m oof.report", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     what = ap.add_mutually_exclusive_group(required=True)
-    what.add_argument("--runs", nargs="+", metavar="RUN_DIR", help="run directories (oof/runs.py format)")
+    what.add_argument("--runs", nargs="+", metavar="RUN_DIR", help="run directories (core/runs.py format)")
     what.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
                       help="the comparison page of two runs (same ids and folds): B - A")
     ap.add_argument("--ensemble", default=None, metavar="ENS_DIR", help="a fitted ensemble folder (ensemble.fit --out)")
@@ -50,7 +50,7 @@ def build_parser():
     return ap
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -85,7 +85,7 @@ def main(argv=None):
     if not args.quiet:
         for note in inputs.notes:
             print(f"note: {note}")
-    print(f"report: {path}  (+ {out / 'summary.md'}, {out / 'report.json'}; {time.perf_counter() - t0:.1f} s)")
+    print(f"report: {path}  (+ {out / SUMMARY_FILE}, {out / JSON_FILE}; {time.perf_counter() - t0:.1f} s)")
     return 0
 
 

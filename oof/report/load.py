@@ -14,13 +14,13 @@ import pandas as pd
 from core.dataset import IMAGES_DIR, PROMPTS_FILE, read_prompts
 from core.errors import DataError
 from core.folds import load_folds, load_groups
+from core.ids import read_ids
 from core.io import read_json
+from core.runs import (LOG_COLUMNS, LOG_FILE, OOF_FILE, RUN_MANIFEST, TEST_FILE, check_compatible, find_folds,
+                       find_targets, is_complete, load_run, resolve_recorded_path, run_names)
 from core.targets import IDS_FILE, META_FILE, TARGETS_FILE
 from ensemble.blend import first_nonfinite_row
-from ensemble.inputs import find_folds, find_targets, resolve_recorded_path, run_names
 from oof.report.rows import NpyRows, id_order
-from oof.runs import read_ids
-from oof.runs import LOG_COLUMNS, LOG_FILE, MANIFEST_FILE, OOF_FILE, TEST_FILE, check_compatible, is_complete, load_run
 
 
 @dataclass
@@ -95,7 +95,7 @@ def split_finished(run_dirs):
 
 
 def read_log(path):
-    """A run's train_log.csv (oof.runs LOG_COLUMNS)."""
+    """A run's train_log.csv (core.runs LOG_COLUMNS)."""
     try:
         frame = pd.read_csv(path)
     except Exception as e:  # pandas raises several types for unparsable files
@@ -119,7 +119,7 @@ def load_runs(run_dirs, verify_hashes=True):
     for run, name in zip(runs, run_names(runs)):
         path = Path(run.path)
         log_frame = read_log(path / LOG_FILE)
-        out.append(RunInfo(name, path, run.metrics, read_json(path / MANIFEST_FILE), run.oof_ids, run.test_ids,
+        out.append(RunInfo(name, path, run.metrics, read_json(path / RUN_MANIFEST), run.oof_ids, run.test_ids,
                            NpyRows(path / OOF_FILE, id_order(run.oof_ids, ids, path / OOF_FILE)),
                            NpyRows(path / TEST_FILE), log_frame))
     return out, runs
@@ -189,8 +189,8 @@ def find_images(runs, images=None):
 
 
 def load_ensemble(path, ids, folds_sha256, dim):
-    from ensemble.apply import (OOF_BLEND_FILE, OOF_BLEND_IDS_FILE, SCORES_FILE, SUBMISSION_FILE, WEIGHTS_FILE,
-                                read_manifest)
+    from core.submission import SUBMISSION_FILE
+    from ensemble.apply import OOF_BLEND_FILE, OOF_BLEND_IDS_FILE, SCORES_FILE, WEIGHTS_FILE, read_manifest
     from ensemble.blend import load_weights
 
     path = Path(path)
@@ -230,11 +230,11 @@ def load_inputs(run_dirs, ensemble=None, test_targets=None, targets=None, folds=
                 verify_hashes=True, require_all_finished=False):
     finished, unfinished = split_finished(run_dirs)
     if require_all_finished and unfinished:
-        raise DataError(Path(unfinished[0]) / MANIFEST_FILE, "missing: the run is unfinished (still training?)")
+        raise DataError(Path(unfinished[0]) / RUN_MANIFEST, "missing: the run is unfinished (still training?)")
     if not finished:
         raise DataError(Path(run_dirs[0]), "no finished run to report on (every run folder lacks manifest.json)")
     infos, runs = load_runs(finished, verify_hashes=verify_hashes)
-    notes = [f"run {p} is unfinished (no {MANIFEST_FILE}): listed, not read" for p in unfinished]
+    notes = [f"run {p} is unfinished (no {RUN_MANIFEST}): listed, not read" for p in unfinished]
     ids = list(infos[0].oof_ids)
     folds_path, folds_sha, fold_notes = find_folds(runs, folds)
     notes += fold_notes

@@ -3,10 +3,10 @@ import shlex
 
 import numpy as np
 
+from core.runs import OOF_FILE
 from oof.report import plots
 from oof.report.doc import Figure, Section, Table
 from oof.report.stats import BASELINE
-from oof.runs import OOF_FILE
 
 DIFF = "{:+.4f}"
 SHARE = "{:.1%}"

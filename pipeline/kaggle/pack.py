@@ -45,7 +45,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.errors import DataError, exit_on_data_error
+from core.errors import DataError, exit_on_input_error
 from core.io import read_json, write_json
 from models.knn_features import PACKED_BACKBONES_DIR
 from pipeline.kaggle.checkpoints import FrozenBackbones, pack_checkpoint
@@ -106,14 +106,15 @@ def resolve_runs(ensemble_dir, run_dirs=None):
 
 def check_run(run_dir):
     """The run's metrics after checking it is finished and has a checkpoint for every fold."""
-    from models.predict import fold_checkpoints, is_constant_run
-    from oof.runs import MANIFEST_FILE
+    from core.runs import RUN_MANIFEST
+    from models.fold_outputs import FOLDS_DIR, fold_checkpoints, fold_index
+    from models.predict import is_constant_run
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(run_dir, "run directory not found")
-    if not (run_dir / MANIFEST_FILE).is_file():
-        raise DataError(run_dir / MANIFEST_FILE, "missing: the run is unfinished (train it to completion first)")
+    if not (run_dir / RUN_MANIFEST).is_file():
+        raise DataError(run_dir / RUN_MANIFEST, "missing: the run is unfinished (train it to completion first)")
     for name in RUN_FILES:
         if not (run_dir / name).is_file():
             raise DataError(run_dir / name, "missing although the run is finished")
@@ -121,15 +122,16 @@ def check_run(run_dir):
     if not is_constant_run(run_dir):
         ckpts = fold_checkpoints(run_dir)
         folds = sorted(int(k) for k in metrics.get("fold_cosine", {}))
-        have = sorted(int(p.parent.name[4:]) for p in ckpts)
+        have = sorted(fold_index(p) for p in ckpts)
         if folds and have != folds:
-            raise DataError(run_dir / "folds", f"fold checkpoints for folds {have}, but the run scored folds {folds}")
+            raise DataError(run_dir / FOLDS_DIR, f"fold checkpoints for folds {have}, but the run scored folds {folds}")
     return metrics
 
 
 def pack_run(name, src, dest, fp16=True, backbones=None):
     """Copy a finished run's inference files into dest/<name>; returns its MANIFEST entry."""
-    from models.predict import fold_checkpoints, is_constant_run
+    from models.fold_outputs import fold_checkpoints
+    from models.predict import is_constant_run
 
     metrics = check_run(src)
     out = dest / name
@@ -155,10 +157,10 @@ def pack_run(name, src, dest, fp16=True, backbones=None):
 
 
 def pack_ensemble(ensemble_dir, dest):
-    from ensemble.apply import MANIFEST_FILE, WEIGHTS_FILE, read_manifest
+    from ensemble.apply import ENSEMBLE_MANIFEST, WEIGHTS_FILE, read_manifest
 
     manifest = read_manifest(ensemble_dir)
-    files = [MANIFEST_FILE, manifest["file"]]  # only what ensemble.json names (a stale stacker stays behind)
+    files = [ENSEMBLE_MANIFEST, manifest["file"]]  # only what ensemble.json names (a stale stacker stays behind)
     fallback = (manifest.get("linear_fallback") or {}).get("file")
     files += [fallback] if fallback else []
     files += [WEIGHTS_FILE] if (Path(ensemble_dir) / WEIGHTS_FILE).is_file() else []
@@ -313,7 +315,7 @@ def make_pack(ensemble_dir, out, run_dirs=None, wheels=DEFAULT_WHEELS, with_torc
     return manifest
 
 
-@exit_on_data_error
+@exit_on_input_error
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m pipeline.kaggle.pack", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -11,7 +11,12 @@
         manifest.json       sha256 of each file above; written last, so its presence marks the run complete
 
 Partial state of an unfinished run (checkpoints, per-fold predictions) lives in the same folder
-under `folds/`; it is the trainer's business, not this format's.
+under `folds/`; it is the trainer's business (models/fold_outputs.py), not this format's.
+
+metrics.json records where the run's inputs came from (`folds: {path, sha256}`, `targets: {path, ...}`);
+`find_folds` / `find_targets` turn those records into the files every reader of several runs
+(the stacker, the report) uses, refusing runs that disagree. A relative recorded path is tried
+against the working directory first, then against the run directory.
 """
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +26,9 @@ import pandas as pd
 
 from core import EMBEDDING_DIM
 from core.errors import DataError
+from core.ids import read_ids
 from core.io import read_json, save_csv, save_npy, sha256_file, write_json
+from core.targets import META_FILE
 
 OOF_FILE = "oof.npy"
 OOF_IDS_FILE = "oof_ids.csv"
@@ -30,7 +37,7 @@ TEST_IDS_FILE = "test_ids.csv"
 MEAN_FILE = "mean_embedding.npy"
 METRICS_FILE = "metrics.json"
 LOG_FILE = "train_log.csv"
-MANIFEST_FILE = "manifest.json"
+RUN_MANIFEST = "manifest.json"
 LOG_COLUMNS = ["fold", "epoch", "train_loss", "val_cosine", "lr", "seconds"]
 ARTIFACT_FILES = [OOF_FILE, OOF_IDS_FILE, TEST_FILE, TEST_IDS_FILE, MEAN_FILE, METRICS_FILE, LOG_FILE]
 
@@ -66,11 +73,11 @@ def write_run(run_dir, oof_ids, oof, test_ids, test, mean_embedding, metrics, tr
     write_json(run_dir / METRICS_FILE, metrics)
     log = pd.DataFrame(train_log, columns=LOG_COLUMNS) if not isinstance(train_log, pd.DataFrame) else train_log
     save_csv(run_dir / LOG_FILE, log)
-    write_json(run_dir / MANIFEST_FILE, {name: sha256_file(run_dir / name) for name in ARTIFACT_FILES})
+    write_json(run_dir / RUN_MANIFEST, {name: sha256_file(run_dir / name) for name in ARTIFACT_FILES})
 
 
 def is_complete(run_dir):
-    return (Path(run_dir) / MANIFEST_FILE).is_file()
+    return (Path(run_dir) / RUN_MANIFEST).is_file()
 
 
 def _check_array(path, arr, ids):
@@ -83,24 +90,12 @@ def _check_array(path, arr, ids):
     return arr
 
 
-def read_ids(path):
-    if not path.is_file():
-        raise DataError(path, "missing")
-    frame = pd.read_csv(path, dtype={"imgId": str}, keep_default_na=False)  # an imgId "NA" is an id
-    if "imgId" not in frame.columns:
-        raise DataError(path, "missing column imgId")
-    ids = frame["imgId"].tolist()
-    if len(set(ids)) != len(ids):
-        raise DataError(path, "duplicate imgIds")
-    return ids
-
-
 def load_run(run_dir, verify_hashes=True):
     """Read and validate a finished run directory."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(run_dir, "run directory not found")
-    manifest_path = run_dir / MANIFEST_FILE
+    manifest_path = run_dir / RUN_MANIFEST
     if not manifest_path.is_file():
         raise DataError(manifest_path, "missing: the run is unfinished (train it to completion or --resume)")
     manifest = read_json(manifest_path)
@@ -152,3 +147,86 @@ def aligned(run, ids, which="oof"):
     src_ids, arr = (run.oof_ids, run.oof) if which == "oof" else (run.test_ids, run.test)
     pos = {i: k for k, i in enumerate(src_ids)}
     return np.asarray(arr)[[pos[i] for i in ids]]
+
+
+def resolve_recorded_path(recorded, run):
+    """A path from a run's metrics.json: absolute, else relative to the cwd, else to the run dir."""
+    p = Path(recorded)
+    if p.is_absolute():
+        return p
+    for base in (Path.cwd(), Path(run.path)):
+        if (base / p).exists():
+            return base / p
+    return p
+
+
+def _recorded(run, key):
+    entry = run.metrics.get(key)
+    if isinstance(entry, dict):
+        return entry.get("path")
+    if isinstance(entry, str):
+        return entry
+    return None
+
+
+def run_names(runs):
+    """Unique, readable names: the directory name, or parent/name where two runs share one."""
+    names = [r.name for r in runs]
+    if len(set(names)) == len(names):
+        return names
+    names = [f"{Path(r.path).parent.name}/{r.name}" for r in runs]
+    if len(set(names)) != len(names):
+        names = [str(r.path) for r in runs]
+    return names
+
+
+def find_folds(runs, folds=None):
+    """(path, sha256) of the folds file, checked against every run's recorded folds hash."""
+    recorded = {r.name: r.folds_sha256 for r in runs}
+    notes = []
+    if folds is not None:
+        path = Path(folds)
+        if not path.is_file():
+            raise DataError(path, "folds file not found")
+    else:
+        raw = _recorded(runs[0], "folds")
+        if raw is None:
+            raise DataError(Path(runs[0].path) / METRICS_FILE, "records no folds path (metrics.json: folds.path); pass --folds")
+        path = resolve_recorded_path(raw, runs[0])
+        if not path.is_file():
+            raise DataError(path, f"folds file recorded by run {runs[0].name} not found; pass --folds")
+    sha = sha256_file(path)
+    for run in runs:
+        want = recorded[run.name]
+        if want is None:
+            notes.append(f"run {run.name} records no folds hash: cannot verify it was trained on {path}")
+        elif want != sha:
+            raise DataError(
+                path,
+                f"content (sha256 {sha[:12]}...) is not the folds run {run.name} was trained on "
+                f"(sha256 {want[:12]}... in {Path(run.path) / METRICS_FILE}); stacking on other folds leaks",
+            )
+    return path, sha, notes
+
+
+def find_targets(runs, targets=None):
+    """The targets folder the runs were trained on (`targets` when given); runs recording different
+    folders are refused unless those folders hold the same targets (the same meta.json key)."""
+    if targets is not None:
+        return Path(targets)
+    found = {}
+    for run in runs:
+        raw = _recorded(run, "targets")
+        if raw is None:
+            raise DataError(Path(run.path) / METRICS_FILE, "records no targets path (metrics.json: targets.path); pass --targets")
+        found[run.name] = resolve_recorded_path(raw, run)
+    paths = {p.resolve() for p in found.values()}
+    if len(paths) > 1:
+        keys = {}
+        for name, p in found.items():
+            meta = p / META_FILE
+            keys[name] = read_json(meta).get("key") if meta.is_file() else None
+        if len(set(keys.values())) > 1 or None in keys.values():
+            detail = "; ".join(f"{n}: {found[n]}" for n in found)
+            raise DataError(found[runs[0].name], f"runs were trained on different targets ({detail}); pass --targets if they are the same")
+    return found[runs[0].name]
