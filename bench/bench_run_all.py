@@ -1,6 +1,6 @@
 """The whole default pipeline one stage at a time against stages side by side, and the trainer's thread scaling.
 
-    python -m bench.bench_run_all [--jobs 1 auto] [--skip-pipeline] [--skip-trainer] [--steps 30]
+    python -m bench.bench_run_all [--jobs 1 auto] [--skip-pipeline] [--skip-trainer] [--steps 30] [--keep DIR]
                                   [run_all options passed through: --n-train 150 --model-set train.epochs=1 ...]
 
 pipeline: `./run_all.sh` in a fresh work folder for each --jobs value (default: 1, today's one stage at a time
@@ -14,6 +14,7 @@ trainer:  images/s of models.loop.train_one_epoch (bench/train_step.py: a uint8 
 Run it alone on the machine (other jobs change both figures); it takes about twice the default run_all's time.
 """
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -35,6 +36,8 @@ def load_average():
 def run_pipeline(jobs, passthrough, root):
     """(seconds, {stage: seconds}, {run: metrics}) of ./run_all.sh --jobs JOBS in a fresh work folder under root."""
     work = Path(root) / f"work_jobs_{jobs}"
+    if work.exists():  # run_all would skip its finished stages and the time would mean nothing
+        sys.exit(f"error: {work}: exists; --keep needs a folder without work_jobs_{jobs}")
     cmd = [str(REPO / "run_all.sh"), "--work", str(work), "--jobs", jobs, *passthrough]
     env = dict(os.environ, PYTHON=os.environ.get("PYTHON", sys.executable))
     t0 = time.perf_counter()
@@ -61,8 +64,10 @@ def oof_agreement(a, b):
     return float(np.mean(np.sum(x * y, 1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1))))
 
 
-def bench_pipeline(jobs_list, passthrough):
-    with tempfile.TemporaryDirectory(prefix="bench_run_all.") as root:
+def bench_pipeline(jobs_list, passthrough, keep=None):
+    if keep:  # the work folders stay, e.g. to compare their arrays with another commit's run
+        Path(keep).mkdir(parents=True, exist_ok=True)
+    with (contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory(prefix="bench_run_all.")) as root:
         results = []
         for jobs in jobs_list:
             load = load_average()
@@ -131,6 +136,8 @@ def main(argv=None):
     ap.add_argument("--skip-pipeline", action="store_true", help="only the trainer's thread scaling")
     ap.add_argument("--skip-trainer", action="store_true", help="only the pipeline timings")
     ap.add_argument("--steps", type=int, default=30, help="trainer steps per measurement")
+    ap.add_argument("--keep", metavar="DIR", help="keep each run's work folder as DIR/work_jobs_<jobs> (default: a "
+                                                  "temporary folder, removed)")
     ap.add_argument("--trainer-worker", nargs=3, metavar=("CONFIG", "THREADS", "STEPS"), help=argparse.SUPPRESS)
     args, passthrough = ap.parse_known_args(argv)
     if args.trainer_worker:
@@ -140,7 +147,7 @@ def main(argv=None):
 
     print(f"python {sys.version.split()[0]}, {cpu_cores()} cores, run_all options: {' '.join(passthrough) or '(none)'}")
     if not args.skip_pipeline:
-        bench_pipeline(args.jobs, passthrough)
+        bench_pipeline(args.jobs, passthrough, args.keep)
     if not args.skip_trainer:
         bench_trainer(args.steps, cpu_cores())
 
