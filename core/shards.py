@@ -22,8 +22,8 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from core.dataset import PROMPTS_FILE, load_dataset, open_image, read_prompts
-from core.images import square_resize
 from core.errors import DataError, exit_on_input_error
+from core.images import square_resize
 from core.io import atomic_path, read_json, save_csv, sha256_file, write_json
 
 SHARD_MANIFEST = "manifest.json"

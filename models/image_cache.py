@@ -21,8 +21,8 @@ import numpy as np
 
 from core.dataset import DECODE_VERSION, load_dataset, open_image
 from core.errors import DataError, exit_on_input_error
-from core.io import atomic_path, sha256_json, write_json
 from core.images import INTERPOLATION, square_resize
+from core.io import atomic_path, sha256_json, write_json
 
 
 def decode_resized(src, size, interpolation="bicubic"):

@@ -20,8 +20,7 @@ import numpy as np
 from core.errors import DataError
 from core.io import read_json
 from models.fold_outputs import fold_checkpoint, save_fold_outputs
-from models.knn_features import (backbone_identity, cached_features, extract_features, features_key,
-                                 packed_backbone_path)
+from models.knn_features import backbone_identity, cached_features, extract_features, features_key, packed_backbone_path
 from models.knn_index import DEFAULT_NPROBE, BankIndex, default_nlist, resolve_kind, train_cells
 
 WEIGHT_CHUNK = 4096  # queries whose (k, 384) neighbour targets are gathered at a time

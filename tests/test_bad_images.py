@@ -8,8 +8,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.dataset import (BAD_IMAGES_FILE, DECODE_VERSION, check_images, load_dataset, load_images, open_image,
-                          read_bad_images, scan_images, write_bad_images)
+from core.dataset import (
+    BAD_IMAGES_FILE,
+    DECODE_VERSION,
+    check_images,
+    load_dataset,
+    load_images,
+    open_image,
+    read_bad_images,
+    scan_images,
+    write_bad_images,
+)
 from core.errors import DataError
 from core.images import MAX_IMAGE_PIXELS, image_problem
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.config import ConfigError, config_hash, load_config
 from core.runs import load_run
+from models.config import ConfigError, config_hash, load_config
 from tests.helpers import assert_same_run, subprocess_env
 from tests.model_fixtures import REPO, tiny_overrides
 

@@ -8,6 +8,7 @@ import torch
 
 from core.dataset import load_dataset
 from core.errors import DataError
+from core.runs import load_run
 from core.shards import write_shards
 from models.config import ConfigError, config_hash, load_config
 from models.data import CACHE_LIMIT_GIB, CacheSource, StreamSource, choose_source
@@ -16,7 +17,6 @@ from models.distributed import DistEnv
 from models.image_cache import decode_resized
 from models.train import TrainingData, train_run
 from models.train import main as train_main
-from core.runs import load_run
 from tests.model_fixtures import REPO, tiny_overrides
 
 VIT = REPO / "configs/vit_demo.yaml"

@@ -2,8 +2,19 @@ import numpy as np
 import pytest
 
 from core.errors import DataError
-from core.folds import (GROUPS_FILE, FoldGroupingError, UnionFind, assign_folds, group_prompts, groups_path,
-                        load_folds, load_groups, make_folds, save_folds, save_groups)
+from core.folds import (
+    GROUPS_FILE,
+    FoldGroupingError,
+    UnionFind,
+    assign_folds,
+    group_prompts,
+    groups_path,
+    load_folds,
+    load_groups,
+    make_folds,
+    save_folds,
+    save_groups,
+)
 from tests.synthetic import planted_near_duplicates as planted
 
 
@@ -150,10 +161,11 @@ def test_cli_writes_groups_beside_folds_and_leaves_folds_csv_alone(tmp_path, cap
 
 def test_ids_pandas_would_read_as_missing_are_kept(tmp_path):
     """imgIds like NA / null / nan follow the id rule: folds.csv, groups.csv and a run's id files keep them."""
-    from core.folds import load_folds, load_groups, save_folds, save_groups
-    from core.io import save_csv
-    from core.ids import read_ids
     import pandas as pd
+
+    from core.folds import load_folds, load_groups, save_folds, save_groups
+    from core.ids import read_ids
+    from core.io import save_csv
 
     ids = ["NA", "null", "nan", "None", "b"]
     save_folds(tmp_path / "folds.csv", ids, np.array([0, 1, 0, 1, 0]), {"k": 2})

@@ -18,6 +18,7 @@ import torch
 from core.dataset import load_dataset
 from core.folds import load_folds
 from core.metric import cosine_scores
+from core.runs import load_run
 from core.targets import targets_for
 from models.config import load_config
 from models.engine import build_model_for_inference, predict_rows
@@ -25,7 +26,6 @@ from models.fold_outputs import fold_dir
 from models.image_cache import build_image_cache
 from models.mean_baseline import mean_baseline_predictions
 from models.train import train_run
-from core.runs import load_run
 from tests.model_fixtures import REPO, make_tiny_project, tiny_overrides
 
 CONFIG = "configs/vit_demo.yaml"

@@ -52,8 +52,8 @@ def test_chunked_accumulation_equals_corrcoef():
 
 
 def test_run_directories_are_aligned_by_img_id(tmp_path):
-    from oof.residuals import run_residual_correlation
     from core.runs import load_run, write_run
+    from oof.residuals import run_residual_correlation
     from tests.synthetic import write_synthetic_project
 
     p = write_synthetic_project(tmp_path, n=300, n_test=5, n_models=3)

@@ -16,10 +16,10 @@ import yaml
 from core.errors import DataError
 from core.folds import load_folds
 from core.metric import cosine_scores, mean_cosine
+from core.runs import load_run
 from core.submission import read_submission
 from core.targets import targets_for
 from datagen.demo import generate_demo
-from core.runs import load_run
 from pipeline.config import load_pipeline
 from pipeline.run import main
 from pipeline.stages import REPO, Stage, code_digest, fingerprint

@@ -7,11 +7,11 @@ import subprocess
 
 import pytest
 
+from core.runs import load_run
 from models.config import load_config
 from models.run_lock import LOCK_FILE, release_run_lock, take_run_lock
 from models.train import RunError, train_run
 from models.train import main as train_main
-from core.runs import load_run
 from tests.model_fixtures import REPO, make_tiny_project, tiny_overrides
 
 CONFIG = REPO / "configs/convnext_demo.yaml"

@@ -9,8 +9,15 @@ from PIL import Image
 
 from core.errors import DataError
 from core.io import sha256_file, write_json
-from core.shards import (SHARD_MANIFEST, load_shard_dataset, main, pixel_identity, read_manifest, verify_shards,
-                         write_shards)
+from core.shards import (
+    SHARD_MANIFEST,
+    load_shard_dataset,
+    main,
+    pixel_identity,
+    read_manifest,
+    verify_shards,
+    write_shards,
+)
 from models.data.shards import ShardSource
 from models.data.sources import CacheSource
 from models.distributed import DistEnv

@@ -7,6 +7,7 @@ import pytest
 
 from core.dataset import BAD_IMAGES_FILE, load_images, read_bad_images
 from core.metric import l2_normalize
+from core.runs import MEAN_FILE
 from core.submission import read_submission
 from ensemble.apply import apply_ensemble
 from models.config import load_config
@@ -15,7 +16,6 @@ from models.predict import predict_images
 from models.submit import main as submit_main
 from models.submit import make_submission
 from models.train import train_run
-from core.runs import MEAN_FILE
 from tests.helpers import assert_one_error_line
 from tests.model_fixtures import REPO, make_tiny_project, tiny_overrides
 

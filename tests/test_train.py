@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from core.dataset import load_dataset
+from core.runs import load_run
 from models.backbones import BackboneError, create_backbone
 from models.config import load_config
 from models.train import RunError, train_run
-from core.runs import load_run
 from tests.helpers import assert_same_run, subprocess_env
 from tests.model_fixtures import REPO, tiny_overrides
 

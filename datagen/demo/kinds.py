@@ -1,15 +1,63 @@
 """What a scene can show: each kind's nouns, usual colour and drawing function."""
 from typing import Callable, NamedTuple, Optional
 
-from .creatures import (draw_bird, draw_butterfly, draw_cat, draw_dog, draw_fish, draw_ladybug, draw_owl,
-                        draw_penguin, draw_snail, draw_whale)
-from .figures import (draw_anchor, draw_apple, draw_balloon, draw_boat, draw_cactus, draw_candle, draw_car,
-                      draw_castle, draw_clock, draw_crown, draw_cupcake, draw_flower, draw_ghost, draw_house,
-                      draw_ice_cream, draw_key, draw_kite, draw_leaf, draw_lighthouse, draw_moon, draw_mountain,
-                      draw_mushroom, draw_pizza, draw_pumpkin, draw_robot, draw_rocket, draw_snowman, draw_sun,
-                      draw_teacup, draw_tree, draw_umbrella)
-from .shapes import (draw_arrow, draw_circle, draw_cross, draw_diamond, draw_heart, draw_hexagon, draw_ring,
-                     draw_square, draw_star, draw_triangle)
+from .creatures import (
+    draw_bird,
+    draw_butterfly,
+    draw_cat,
+    draw_dog,
+    draw_fish,
+    draw_ladybug,
+    draw_owl,
+    draw_penguin,
+    draw_snail,
+    draw_whale,
+)
+from .figures import (
+    draw_anchor,
+    draw_apple,
+    draw_balloon,
+    draw_boat,
+    draw_cactus,
+    draw_candle,
+    draw_car,
+    draw_castle,
+    draw_clock,
+    draw_crown,
+    draw_cupcake,
+    draw_flower,
+    draw_ghost,
+    draw_house,
+    draw_ice_cream,
+    draw_key,
+    draw_kite,
+    draw_leaf,
+    draw_lighthouse,
+    draw_moon,
+    draw_mountain,
+    draw_mushroom,
+    draw_pizza,
+    draw_pumpkin,
+    draw_robot,
+    draw_rocket,
+    draw_snowman,
+    draw_sun,
+    draw_teacup,
+    draw_tree,
+    draw_umbrella,
+)
+from .shapes import (
+    draw_arrow,
+    draw_circle,
+    draw_cross,
+    draw_diamond,
+    draw_heart,
+    draw_hexagon,
+    draw_ring,
+    draw_square,
+    draw_star,
+    draw_triangle,
+)
 
 
 class Kind(NamedTuple):

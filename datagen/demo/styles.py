@@ -5,8 +5,21 @@ import numpy as np
 from PIL import Image, ImageFilter
 from scipy import ndimage
 
-from .imageops import (blur, gradient_edges, gray3, grain, luminance, mask_edges, mix, rgb01, saturate, smooth_noise,
-                       to_array, to_image, vignette)
+from .imageops import (
+    blur,
+    gradient_edges,
+    grain,
+    gray3,
+    luminance,
+    mask_edges,
+    mix,
+    rgb01,
+    saturate,
+    smooth_noise,
+    to_array,
+    to_image,
+    vignette,
+)
 
 
 def style_pixel_art(img, mask, rng):

@@ -13,9 +13,8 @@ from core.errors import exit_on_input_error
 from core.targets import DEFAULT_TEXT_CACHE
 from datagen.generate.encode import FORMATS
 from datagen.generate.layout import merge
-from datagen.generate.plan import parse_shard, shard_from_env
+from datagen.generate.plan import SPLIT, parse_shard, shard_from_env
 from datagen.generate.render import DEFAULT_MODEL, DTYPES, SCHEDULERS
-from datagen.generate.plan import SPLIT
 from datagen.generate.run import Settings, generate, plan_run
 
 

@@ -12,7 +12,6 @@ and resumed runs read it instead of embedding every prompt again.
 import logging
 from pathlib import Path
 
-
 from core.folds import group_prompts
 from core.io import read_json, sha256_json, sha256_strings, write_json
 from core.targets import default_embedder_path, embed_prompts, embedder_fingerprint

@@ -18,8 +18,16 @@ from core.errors import DataError
 from core.io import read_json, write_bytes, write_json
 from datagen.generate import layout
 from datagen.generate.encode import FORMATS, check_image_file, encode_image, resize, to_pil
-from datagen.generate.plan import (PROMPT_ID, SPLIT, check_unique, expand, image_seed, read_prompt_table, same_file,
-                                   select_shard)
+from datagen.generate.plan import (
+    PROMPT_ID,
+    SPLIT,
+    check_unique,
+    expand,
+    image_seed,
+    read_prompt_table,
+    same_file,
+    select_shard,
+)
 
 log = logging.getLogger(__name__)
 

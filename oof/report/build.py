@@ -11,8 +11,13 @@ from oof.report.ensemble_sections import diversity_section, stacker_section
 from oof.report.failure_sections import failures_section
 from oof.report.html import render_html
 from oof.report.markdown import render_markdown
-from oof.report.sections import (difference_section, distribution_section, learning_section, provenance_section,
-                                 scoreboard)
+from oof.report.sections import (
+    difference_section,
+    distribution_section,
+    learning_section,
+    provenance_section,
+    scoreboard,
+)
 
 log = logging.getLogger(__name__)
 
