@@ -12,6 +12,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -68,14 +69,14 @@ def main(argv=None):
         for label, fmt, options in VARIANTS:
             sizes, enc, dec, dec_rs, p_full, p_small = [], [], [], [], [], []
             for i, (path, im) in enumerate(zip(paths, originals)):
-                t, data = median_time(lambda: encode_image(im, fmt, **options), args.repeat)
+                t, data = median_time(partial(encode_image, im, fmt, **options), args.repeat)
                 enc.append(t)
                 sizes.append(len(data))
                 out = Path(tmp) / f"{path.stem}{FORMATS[fmt].ext}"
                 out.write_bytes(data)
-                t, decoded = median_time(lambda: open_image(out), args.repeat)
+                t, decoded = median_time(partial(open_image, out), args.repeat)
                 dec.append(t)
-                t, small = median_time(lambda: decode_resized(out, args.size), args.repeat)
+                t, small = median_time(partial(decode_resized, out, args.size), args.repeat)
                 dec_rs.append(t)
                 p_full.append(psnr(np.asarray(im), np.asarray(decoded)))
                 p_small.append(psnr(ref_small[i], small))

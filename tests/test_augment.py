@@ -103,9 +103,9 @@ def test_random_crops_match_torchvision_affine(seed):
         if flip:
             ref = TF.horizontal_flip(ref)
             flips += 1
-        shift = lambda t: (1 - s + t) * S / 2  # noqa: E731  (input pixel where the crop starts)
-        mask = (sample_inside(s, shift(ty), False, 0, S - 1)[:, None]
-                & sample_inside(s, shift(tx), flip, 0, S - 1)[None, :])
+        y0, x0 = (1 - s + ty) * S / 2, (1 - s + tx) * S / 2  # input pixel where the crop starts
+        mask = (sample_inside(s, y0, False, 0, S - 1)[:, None]
+                & sample_inside(s, x0, flip, 0, S - 1)[None, :])
         assert mask.sum() > 0.8 * S * S
         torch.testing.assert_close(out[i][:, mask], ref[0][:, mask], atol=1e-5, rtol=0)
     assert 0 < flips < n

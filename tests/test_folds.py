@@ -42,7 +42,7 @@ def test_exact_mode_never_splits_similar_pairs(n):
     x, _, _ = planted(n, 600)
     # Add chains and clusters of mixed similarity around the threshold.
     rng = np.random.default_rng(1)
-    for i in range(200):
+    for _ in range(200):
         a, b = rng.choice(n, 2, replace=False)
         c = rng.uniform(0.85, 0.95)
         x[b] = c * x[a] + np.sqrt(1 - c * c) * x[b]

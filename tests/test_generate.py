@@ -163,7 +163,7 @@ def test_resume_after_kill_renders_only_the_missing(pipe, sd_dir, tmp_path):
     s = run(pipe, sd_dir, prompts, out, batch_size=1)
     assert (s.rendered, s.skipped, s.temps_removed, s.failed) == (1, len(PROMPTS) - 1, 1, {})
     assert (images / "a3.png").read_bytes() == before["a3.png"][0]
-    for name, (data, mtime) in before.items():
+    for name, (_, mtime) in before.items():
         if name != "a3.png":
             assert (images / name).stat().st_mtime_ns == mtime  # not rewritten
     assert not (images / ".a3.png.k1ll3d_x.tmp").exists() and foreign.exists()
