@@ -73,7 +73,8 @@ def bg_forest(w, rng):
 
 def bg_starry(w, rng):
     a = vertical_gradient(w, (5, 8, 30), (28, 38, 90))
-    return draw_on(a, lambda d, w: scatter_dots(d, w, rng, w * w // 180, [(255, 255, 255), (255, 240, 200), (190, 200, 255)], 1.4))
+    return draw_on(a, lambda d, w: scatter_dots(d, w, rng, w * w // 180,
+                                                [(255, 255, 255), (255, 240, 200), (190, 200, 255)], 1.4))
 
 
 def bg_city(w, rng):
@@ -115,7 +116,8 @@ def bg_meadow(w, rng):
     def grass(d, w):
         for _ in range(w * 2):
             x, y = rng.random() * w, (h + rng.random() * (1 - h)) * w
-            d.line([(x, y), (x + rng.normal(0, 0.01) * w, y - 0.03 * w)], fill=shade((60, 140, 45), rng.uniform(0.7, 1.3)), width=1)
+            d.line([(x, y), (x + rng.normal(0, 0.01) * w, y - 0.03 * w)],
+                   fill=shade((60, 140, 45), rng.uniform(0.7, 1.3)), width=1)
 
     return draw_on(a, grass)
 
@@ -172,7 +174,8 @@ def bg_brick(w, rng):
             off = (row % 2) * bw / 2
             for col in range(-1, 6):
                 x, y = col * bw + off, row * bh
-                d.rectangle((x + gap, y + gap, x + bw - gap, y + bh - gap), fill=shade((170, 72, 52), rng.uniform(0.8, 1.15)))
+                d.rectangle((x + gap, y + gap, x + bw - gap, y + bh - gap),
+                            fill=shade((170, 72, 52), rng.uniform(0.8, 1.15)))
 
     return draw_on(a, bricks)
 
@@ -232,7 +235,8 @@ def bg_autumn(w, rng):
     def leaves(d, w):
         for _ in range(w // 2):
             x, y, r = rng.random() * w, (h + rng.random() * (1 - h)) * w, rng.uniform(0.01, 0.025) * w
-            d.ellipse((x - r, y - r * 0.6, x + r, y + r * 0.6), fill=pick(rng, ((220, 80, 20), (240, 170, 30), (170, 40, 20))))
+            d.ellipse((x - r, y - r * 0.6, x + r, y + r * 0.6),
+                      fill=pick(rng, ((220, 80, 20), (240, 170, 30), (170, 40, 20))))
 
     return draw_on(a, leaves)
 
@@ -250,24 +254,42 @@ class Background(NamedTuple):
 
 
 BACKGROUNDS = {
-    "sky": Background(("in the sky", "in a clear blue sky", "against a blue sky"), ("blue sky background", "clear sky"), bg_sky),
-    "sea": Background(("over the sea", "on the ocean", "above the ocean waves"), ("ocean background", "seascape"), bg_sea),
-    "desert": Background(("in a desert", "in the desert", "on sand dunes"), ("desert landscape", "sand dunes"), bg_desert),
-    "forest": Background(("in a forest", "in a dense forest", "in the woods"), ("forest background", "woodland"), bg_forest),
-    "starry": Background(("on a starry night sky", "under a starry night sky", "under the stars at night"), ("starry night", "night sky full of stars"), bg_starry),
-    "city": Background(("in a city at night", "in front of a city skyline at night", "in a big city at night"), ("city at night", "night cityscape"), bg_city),
-    "paper": Background(("on white paper", "on a sheet of paper", "on textured paper"), ("paper background", "textured paper"), bg_paper),
-    "snow": Background(("in a snowy field", "in the snow", "in a winter landscape"), ("snowy landscape", "winter scene"), bg_snow),
-    "meadow": Background(("in a green meadow", "on a grassy field", "in a field of grass"), ("grassy meadow", "green field"), bg_meadow),
+    "sky": Background(("in the sky", "in a clear blue sky", "against a blue sky"),
+                      ("blue sky background", "clear sky"), bg_sky),
+    "sea": Background(("over the sea", "on the ocean", "above the ocean waves"),
+                      ("ocean background", "seascape"), bg_sea),
+    "desert": Background(("in a desert", "in the desert", "on sand dunes"),
+                         ("desert landscape", "sand dunes"), bg_desert),
+    "forest": Background(("in a forest", "in a dense forest", "in the woods"),
+                         ("forest background", "woodland"), bg_forest),
+    "starry": Background(("on a starry night sky", "under a starry night sky", "under the stars at night"),
+                         ("starry night", "night sky full of stars"), bg_starry),
+    "city": Background(("in a city at night", "in front of a city skyline at night", "in a big city at night"),
+                       ("city at night", "night cityscape"), bg_city),
+    "paper": Background(("on white paper", "on a sheet of paper", "on textured paper"),
+                        ("paper background", "textured paper"), bg_paper),
+    "snow": Background(("in a snowy field", "in the snow", "in a winter landscape"),
+                       ("snowy landscape", "winter scene"), bg_snow),
+    "meadow": Background(("in a green meadow", "on a grassy field", "in a field of grass"),
+                         ("grassy meadow", "green field"), bg_meadow),
     "sunset": Background(("at sunset", "against a sunset sky", "at dusk"), ("sunset", "golden hour sunset"), bg_sunset),
-    "underwater": Background(("underwater", "under the sea", "deep under water"), ("underwater scene", "ocean floor"), bg_underwater),
-    "space": Background(("in outer space", "floating in space", "in deep space"), ("outer space", "cosmos background"), bg_space),
-    "studio": Background(("on a white background", "isolated on white", "on a plain white background"), ("white background", "studio backdrop"), bg_studio),
-    "brick": Background(("in front of a brick wall", "against a red brick wall", "on a brick wall"), ("brick wall background", "brick wall"), bg_brick),
-    "beach": Background(("on a sandy beach", "at the beach", "on the seashore"), ("beach scene", "sandy beach"), bg_beach),
+    "underwater": Background(("underwater", "under the sea", "deep under water"),
+                             ("underwater scene", "ocean floor"), bg_underwater),
+    "space": Background(("in outer space", "floating in space", "in deep space"),
+                        ("outer space", "cosmos background"), bg_space),
+    "studio": Background(("on a white background", "isolated on white", "on a plain white background"),
+                         ("white background", "studio backdrop"), bg_studio),
+    "brick": Background(("in front of a brick wall", "against a red brick wall", "on a brick wall"),
+                        ("brick wall background", "brick wall"), bg_brick),
+    "beach": Background(("on a sandy beach", "at the beach", "on the seashore"),
+                        ("beach scene", "sandy beach"), bg_beach),
     "rain": Background(("in the rain", "on a rainy day", "in a rainstorm"), ("rainy weather", "pouring rain"), bg_rain),
-    "wood": Background(("on a wooden table", "on a wooden floor", "on wooden planks"), ("wood texture", "wooden tabletop"), bg_wood),
-    "checker": Background(("on a checkered floor", "on a chessboard", "on a black and white checkerboard"), ("checkerboard pattern", "checkered background"), bg_checker),
-    "moon": Background(("on the surface of the moon", "on the moon", "on a lunar landscape"), ("lunar surface", "moonscape"), bg_moon_surface),
-    "autumn": Background(("in an autumn park", "on fallen autumn leaves", "in the fall"), ("autumn scenery", "fall foliage"), bg_autumn),
+    "wood": Background(("on a wooden table", "on a wooden floor", "on wooden planks"),
+                       ("wood texture", "wooden tabletop"), bg_wood),
+    "checker": Background(("on a checkered floor", "on a chessboard", "on a black and white checkerboard"),
+                          ("checkerboard pattern", "checkered background"), bg_checker),
+    "moon": Background(("on the surface of the moon", "on the moon", "on a lunar landscape"),
+                       ("lunar surface", "moonscape"), bg_moon_surface),
+    "autumn": Background(("in an autumn park", "on fallen autumn leaves", "in the fall"),
+                         ("autumn scenery", "fall foliage"), bg_autumn),
 }

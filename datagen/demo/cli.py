@@ -14,7 +14,8 @@ def main(argv=None):
     ap.add_argument("--n-train", type=int, default=1500, help="training images (default: %(default)s)")
     ap.add_argument("--n-test", type=int, default=300, help="test images (default: %(default)s)")
     ap.add_argument("--size", type=int, default=64, help="image side in pixels (default: %(default)s)")
-    ap.add_argument("--seed", type=int, default=0, help="the same seed and sizes give the same ids, prompts and pixels (default: %(default)s)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="the same seed and sizes give the same ids, prompts and pixels (default: %(default)s)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     try:

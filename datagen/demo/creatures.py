@@ -11,10 +11,12 @@ def draw_fish(d, x, y, r, c, ink):
 
 def draw_cat(d, x, y, r, c, ink):
     for side in (-1, 1):
-        poly(d, [(x + side * 0.85 * r, y - 0.25 * r), (x + side * 0.7 * r, y - r), (x + side * 0.2 * r, y - 0.65 * r)], c, ink)
+        poly(d, [(x + side * 0.85 * r, y - 0.25 * r), (x + side * 0.7 * r, y - r), (x + side * 0.2 * r, y - 0.65 * r)],
+             c, ink)
     disc(d, x, y + 0.05 * r, 0.78 * r, c, ink)
     for side in (-1, 1):
-        oval(d, (x + side * 0.32 * r - 0.14 * r, y - 0.2 * r, x + side * 0.32 * r + 0.14 * r, y + 0.08 * r), (170, 215, 60))
+        oval(d, (x + side * 0.32 * r - 0.14 * r, y - 0.2 * r, x + side * 0.32 * r + 0.14 * r, y + 0.08 * r),
+             (170, 215, 60))
         oval(d, (x + side * 0.32 * r - 0.05 * r, y - 0.18 * r, x + side * 0.32 * r + 0.05 * r, y + 0.06 * r), DARK)
         for dy in (0.25, 0.38):
             stroke(d, [(x + side * 0.15 * r, y + 0.3 * r), (x + side * 0.95 * r, y + dy * r)], DARK, 0.04 * r)
@@ -26,7 +28,8 @@ def draw_bird(d, x, y, r, c, ink):
     oval(d, (x - 0.75 * r, y - 0.38 * r, x + 0.45 * r, y + 0.42 * r), c, ink)
     disc(d, x + 0.45 * r, y - 0.32 * r, 0.32 * r, c, ink)
     poly(d, [(x + 0.72 * r, y - 0.42 * r), (x + r, y - 0.3 * r), (x + 0.72 * r, y - 0.2 * r)], (245, 160, 30))
-    poly(d, [(x - 0.45 * r, y - 0.05 * r), (x + 0.2 * r, y - 0.05 * r), (x - 0.2 * r, y - 0.75 * r)], shade(c, 0.7), ink)
+    poly(d, [(x - 0.45 * r, y - 0.05 * r), (x + 0.2 * r, y - 0.05 * r), (x - 0.2 * r, y - 0.75 * r)],
+         shade(c, 0.7), ink)
     disc(d, x + 0.53 * r, y - 0.38 * r, 0.07 * r, DARK)
 
 
@@ -42,7 +45,8 @@ def draw_butterfly(d, x, y, r, c, ink):
 def draw_whale(d, x, y, r, c, ink):
     poly(d, [(x + 0.55 * r, y), (x + r, y - 0.55 * r), (x + 0.95 * r, y - 0.05 * r)], c, ink)
     d.chord((x - r, y - 0.6 * r, x + 0.7 * r, y + 0.6 * r), 180, 360, fill=c, **_ink(ink))
-    d.chord((x - r, y - 0.25 * r, x + 0.7 * r, y + 0.25 * r), 0, 180, fill=shade(c, 1.3) if sum(c) < 400 else shade(c, 0.85), **_ink(ink))
+    d.chord((x - r, y - 0.25 * r, x + 0.7 * r, y + 0.25 * r), 0, 180,
+            fill=shade(c, 1.3) if sum(c) < 400 else shade(c, 0.85), **_ink(ink))
     disc(d, x - 0.55 * r, y - 0.12 * r, 0.07 * r, DARK)
     stroke(d, [(x - 0.3 * r, y - 0.6 * r), (x - 0.4 * r, y - 0.95 * r)], (160, 210, 250), 0.08 * r)
     stroke(d, [(x - 0.3 * r, y - 0.6 * r), (x - 0.15 * r, y - 0.95 * r)], (160, 210, 250), 0.08 * r)
@@ -60,7 +64,8 @@ def draw_dog(d, x, y, r, c, ink):
 
 def draw_owl(d, x, y, r, c, ink):
     for side in (-1, 1):
-        poly(d, [(x + side * 0.6 * r, y - 0.55 * r), (x + side * 0.55 * r, y - r), (x + side * 0.25 * r, y - 0.7 * r)], c, ink)
+        poly(d, [(x + side * 0.6 * r, y - 0.55 * r), (x + side * 0.55 * r, y - r), (x + side * 0.25 * r, y - 0.7 * r)],
+             c, ink)
     oval(d, (x - 0.65 * r, y - 0.75 * r, x + 0.65 * r, y + r), c, ink)
     oval(d, (x - 0.4 * r, y + 0.05 * r, x + 0.4 * r, y + 0.85 * r), shade(c, 1.35) if sum(c) < 500 else shade(c, 0.85))
     for side in (-1, 1):
@@ -77,7 +82,8 @@ def draw_penguin(d, x, y, r, c, ink):
         disc(d, x + side * 0.14 * r, y - 0.65 * r, 0.07 * r, (250, 250, 250))
     poly(d, [(x - 0.1 * r, y - 0.5 * r), (x + 0.1 * r, y - 0.5 * r), (x, y - 0.35 * r)], (245, 160, 30))
     for side in (-1, 1):
-        oval(d, (x + side * 0.25 * r - 0.15 * r, y + 0.9 * r, x + side * 0.25 * r + 0.15 * r, y + r * 1.02), (245, 160, 30))
+        oval(d, (x + side * 0.25 * r - 0.15 * r, y + 0.9 * r, x + side * 0.25 * r + 0.15 * r, y + r * 1.02),
+             (245, 160, 30))
 
 
 def draw_ladybug(d, x, y, r, c, ink):
@@ -92,5 +98,7 @@ def draw_snail(d, x, y, r, c, ink):
     oval(d, (x - r, y + 0.35 * r, x + 0.9 * r, y + 0.75 * r), (200, 190, 140), ink)
     stroke(d, [(x - 0.75 * r, y + 0.45 * r), (x - 0.9 * r, y - 0.05 * r)], DARK, 0.05 * r)
     disc(d, x + 0.15 * r, y, 0.62 * r, c, ink)
-    d.arc((x - 0.2 * r, y - 0.35 * r, x + 0.5 * r, y + 0.35 * r), 0, 300, fill=shade(c, 0.55), width=max(1, int(0.08 * r)))
-    d.arc((x + 0.02 * r, y - 0.13 * r, x + 0.28 * r, y + 0.13 * r), 0, 300, fill=shade(c, 0.55), width=max(1, int(0.08 * r)))
+    d.arc((x - 0.2 * r, y - 0.35 * r, x + 0.5 * r, y + 0.35 * r), 0, 300, fill=shade(c, 0.55),
+          width=max(1, int(0.08 * r)))
+    d.arc((x + 0.02 * r, y - 0.13 * r, x + 0.28 * r, y + 0.13 * r), 0, 300, fill=shade(c, 0.55),
+          width=max(1, int(0.08 * r)))

@@ -22,7 +22,8 @@ def draw_tree(d, x, y, r, c, ink):
 def draw_sun(d, x, y, r, c, ink):
     for k in range(10):
         a = 2 * math.pi * k / 10
-        stroke(d, [(x + 0.62 * r * math.cos(a), y + 0.62 * r * math.sin(a)), (x + r * math.cos(a), y + r * math.sin(a))], c, 0.14 * r)
+        stroke(d, [(x + 0.62 * r * math.cos(a), y + 0.62 * r * math.sin(a)),
+                   (x + r * math.cos(a), y + r * math.sin(a))], c, 0.14 * r)
     disc(d, x, y, 0.58 * r, c, ink)
 
 
@@ -34,11 +35,13 @@ def draw_moon(d, x, y, r, c, ink):
     outer = [p for p in outer if (p[0] - cx) ** 2 + (p[1] - cy) ** 2 > cr**2]
     inner = [(cx + cr * np.cos(a), cy + cr * np.sin(a)) for a in t[::-1]]
     inner = [p for p in inner if (p[0] - x) ** 2 + (p[1] - y) ** 2 < r**2]
-    poly(d, sorted(outer, key=lambda p: math.atan2(p[1] - y, p[0] - x) % (2 * math.pi)) + sorted(inner, key=lambda p: -(math.atan2(p[1] - cy, p[0] - cx) % (2 * math.pi))), c, ink)
+    poly(d, sorted(outer, key=lambda p: math.atan2(p[1] - y, p[0] - x) % (2 * math.pi))
+         + sorted(inner, key=lambda p: -(math.atan2(p[1] - cy, p[0] - cx) % (2 * math.pi))), c, ink)
 
 
 def draw_car(d, x, y, r, c, ink):
-    poly(d, [(x - 0.55 * r, y - 0.1 * r), (x - 0.35 * r, y - 0.55 * r), (x + 0.35 * r, y - 0.55 * r), (x + 0.6 * r, y - 0.1 * r)], c, ink)
+    poly(d, [(x - 0.55 * r, y - 0.1 * r), (x - 0.35 * r, y - 0.55 * r), (x + 0.35 * r, y - 0.55 * r),
+             (x + 0.6 * r, y - 0.1 * r)], c, ink)
     box(d, (x - 0.4 * r, y - 0.45 * r, x + 0.4 * r, y - 0.15 * r), GLASS)
     box(d, (x - r, y - 0.12 * r, x + r, y + 0.42 * r), c, ink)
     for side in (-1, 1):
@@ -56,14 +59,18 @@ def draw_flower(d, x, y, r, c, ink):
 def draw_mountain(d, x, y, r, c, ink):
     poly(d, [(x + 0.05 * r, y + 0.8 * r), (x + 0.5 * r, y - 0.3 * r), (x + r, y + 0.8 * r)], shade(c, 0.7), ink)
     poly(d, [(x - r, y + 0.8 * r), (x - 0.15 * r, y - 0.85 * r), (x + 0.7 * r, y + 0.8 * r)], c, ink)
-    poly(d, [(x - 0.42 * r, y - 0.3 * r), (x - 0.15 * r, y - 0.85 * r), (x + 0.12 * r, y - 0.3 * r), (x - 0.15 * r, y - 0.4 * r)], (250, 250, 252))
+    poly(d, [(x - 0.42 * r, y - 0.3 * r), (x - 0.15 * r, y - 0.85 * r), (x + 0.12 * r, y - 0.3 * r),
+             (x - 0.15 * r, y - 0.4 * r)], (250, 250, 252))
 
 
 def draw_boat(d, x, y, r, c, ink):
     stroke(d, [(x, y + 0.25 * r), (x, y - 0.95 * r)], WOOD, 0.08 * r)
-    poly(d, [(x + 0.06 * r, y - 0.9 * r), (x + 0.06 * r, y + 0.1 * r), (x + 0.75 * r, y + 0.1 * r)], (250, 248, 240), ink)
-    poly(d, [(x - 0.06 * r, y - 0.6 * r), (x - 0.06 * r, y + 0.1 * r), (x - 0.55 * r, y + 0.1 * r)], (240, 236, 225), ink)
-    poly(d, [(x - r, y + 0.2 * r), (x + r, y + 0.2 * r), (x + 0.65 * r, y + 0.62 * r), (x - 0.65 * r, y + 0.62 * r)], c, ink)
+    poly(d, [(x + 0.06 * r, y - 0.9 * r), (x + 0.06 * r, y + 0.1 * r), (x + 0.75 * r, y + 0.1 * r)],
+         (250, 248, 240), ink)
+    poly(d, [(x - 0.06 * r, y - 0.6 * r), (x - 0.06 * r, y + 0.1 * r), (x - 0.55 * r, y + 0.1 * r)],
+         (240, 236, 225), ink)
+    poly(d, [(x - r, y + 0.2 * r), (x + r, y + 0.2 * r), (x + 0.65 * r, y + 0.62 * r), (x - 0.65 * r, y + 0.62 * r)],
+         c, ink)
 
 
 def draw_balloon(d, x, y, r, c, ink):
@@ -73,7 +80,8 @@ def draw_balloon(d, x, y, r, c, ink):
 
 
 def draw_mushroom(d, x, y, r, c, ink):
-    d.rounded_rectangle((x - 0.25 * r, y - 0.15 * r, x + 0.25 * r, y + r), radius=max(1, int(0.1 * r)), fill=(238, 228, 205), **_ink(ink))
+    d.rounded_rectangle((x - 0.25 * r, y - 0.15 * r, x + 0.25 * r, y + r), radius=max(1, int(0.1 * r)),
+                        fill=(238, 228, 205), **_ink(ink))
     d.pieslice((x - r, y - 0.85 * r, x + r, y + 0.55 * r), 180, 360, fill=c, **_ink(ink))
     for dx, dy, s in ((-0.5, -0.3, 0.13), (0.05, -0.6, 0.12), (0.5, -0.3, 0.11)):
         disc(d, x + dx * r, y + dy * r, s * r, (250, 250, 245))
@@ -82,8 +90,10 @@ def draw_mushroom(d, x, y, r, c, ink):
 def draw_rocket(d, x, y, r, c, ink):
     poly(d, [(x - 0.3 * r, y + 0.55 * r), (x, y + r), (x + 0.3 * r, y + 0.55 * r)], (250, 150, 30))
     for side in (-1, 1):
-        poly(d, [(x + side * 0.3 * r, y + 0.05 * r), (x + side * 0.62 * r, y + 0.6 * r), (x + side * 0.3 * r, y + 0.55 * r)], (205, 45, 45), ink)
-    poly(d, [(x, y - r), (x + 0.3 * r, y - 0.45 * r), (x + 0.3 * r, y + 0.55 * r), (x - 0.3 * r, y + 0.55 * r), (x - 0.3 * r, y - 0.45 * r)], c, ink)
+        poly(d, [(x + side * 0.3 * r, y + 0.05 * r), (x + side * 0.62 * r, y + 0.6 * r),
+                 (x + side * 0.3 * r, y + 0.55 * r)], (205, 45, 45), ink)
+    poly(d, [(x, y - r), (x + 0.3 * r, y - 0.45 * r), (x + 0.3 * r, y + 0.55 * r), (x - 0.3 * r, y + 0.55 * r),
+             (x - 0.3 * r, y - 0.45 * r)], c, ink)
     disc(d, x, y - 0.15 * r, 0.15 * r, (70, 140, 230), ink)
 
 
@@ -124,7 +134,8 @@ def draw_ice_cream(d, x, y, r, c, ink):
 
 
 def draw_crown(d, x, y, r, c, ink):
-    poly(d, [(x - 0.9 * r, y + 0.5 * r), (x - 0.9 * r, y - 0.6 * r), (x - 0.45 * r, y - 0.05 * r), (x, y - 0.8 * r), (x + 0.45 * r, y - 0.05 * r), (x + 0.9 * r, y - 0.6 * r), (x + 0.9 * r, y + 0.5 * r)], c, ink)
+    poly(d, [(x - 0.9 * r, y + 0.5 * r), (x - 0.9 * r, y - 0.6 * r), (x - 0.45 * r, y - 0.05 * r), (x, y - 0.8 * r),
+             (x + 0.45 * r, y - 0.05 * r), (x + 0.9 * r, y - 0.6 * r), (x + 0.9 * r, y + 0.5 * r)], c, ink)
     for dx in (-0.45, 0, 0.45):
         disc(d, x + dx * r, y + 0.22 * r, 0.1 * r, (200, 30, 60))
 
@@ -136,10 +147,12 @@ def draw_kite(d, x, y, r, c, ink):
 
 
 def draw_lighthouse(d, x, y, r, c, ink):
-    poly(d, [(x - 0.3 * r, y + r), (x - 0.18 * r, y - 0.55 * r), (x + 0.18 * r, y - 0.55 * r), (x + 0.3 * r, y + r)], (245, 245, 240), ink)
+    poly(d, [(x - 0.3 * r, y + r), (x - 0.18 * r, y - 0.55 * r), (x + 0.18 * r, y - 0.55 * r), (x + 0.3 * r, y + r)],
+         (245, 245, 240), ink)
     for k in range(3):  # painted bands
         t0, t1 = -0.3 + 0.45 * k, -0.08 + 0.45 * k
-        poly(d, [(x - 0.2 * r - 0.04 * k * r, y + t0 * r), (x + 0.2 * r + 0.04 * k * r, y + t0 * r), (x + 0.22 * r + 0.04 * k * r, y + t1 * r), (x - 0.22 * r - 0.04 * k * r, y + t1 * r)], c)
+        poly(d, [(x - 0.2 * r - 0.04 * k * r, y + t0 * r), (x + 0.2 * r + 0.04 * k * r, y + t0 * r),
+                 (x + 0.22 * r + 0.04 * k * r, y + t1 * r), (x - 0.22 * r - 0.04 * k * r, y + t1 * r)], c)
     box(d, (x - 0.16 * r, y - 0.85 * r, x + 0.16 * r, y - 0.55 * r), (255, 235, 120), ink)
     poly(d, [(x - 0.24 * r, y - 0.85 * r), (x, y - r * 1.05), (x + 0.24 * r, y - 0.85 * r)], DARK)
 
@@ -147,7 +160,8 @@ def draw_lighthouse(d, x, y, r, c, ink):
 def draw_castle(d, x, y, r, c, ink):
     for tx in (-0.75, 0.45):
         box(d, (x + tx * r, y - 0.75 * r, x + (tx + 0.3) * r, y + 0.8 * r), shade(c, 0.85), ink)
-        poly(d, [(x + (tx - 0.05) * r, y - 0.75 * r), (x + (tx + 0.15) * r, y - 1.05 * r), (x + (tx + 0.35) * r, y - 0.75 * r)], (60, 70, 150))
+        poly(d, [(x + (tx - 0.05) * r, y - 0.75 * r), (x + (tx + 0.15) * r, y - 1.05 * r),
+                 (x + (tx + 0.35) * r, y - 0.75 * r)], (60, 70, 150))
     box(d, (x - 0.5 * r, y - 0.3 * r, x + 0.5 * r, y + 0.8 * r), c, ink)
     for k in range(4):  # battlements
         box(d, (x - 0.5 * r + k * 0.28 * r, y - 0.45 * r, x - 0.36 * r + k * 0.28 * r, y - 0.3 * r), c)
@@ -188,14 +202,16 @@ def draw_candle(d, x, y, r, c, ink):
 def draw_robot(d, x, y, r, c, ink):
     stroke(d, [(x, y - 0.6 * r), (x, y - 0.95 * r)], DARK, 0.06 * r)
     disc(d, x, y - 0.95 * r, 0.1 * r, (230, 40, 40))
-    d.rounded_rectangle((x - 0.8 * r, y - 0.6 * r, x + 0.8 * r, y + 0.75 * r), radius=max(1, int(0.15 * r)), fill=c, **_ink(ink))
+    d.rounded_rectangle((x - 0.8 * r, y - 0.6 * r, x + 0.8 * r, y + 0.75 * r), radius=max(1, int(0.15 * r)),
+                        fill=c, **_ink(ink))
     for side in (-1, 1):
         disc(d, x + side * 0.35 * r, y - 0.1 * r, 0.17 * r, (120, 230, 250))
     box(d, (x - 0.45 * r, y + 0.3 * r, x + 0.45 * r, y + 0.45 * r), DARK)
 
 
 def draw_ghost(d, x, y, r, c, ink):
-    body = [(x + 0.65 * r * math.cos(a), y - 0.25 * r + 0.65 * r * math.sin(a)) for a in np.linspace(math.pi, 2 * math.pi, 16)]
+    body = [(x + 0.65 * r * math.cos(a),
+             y - 0.25 * r + 0.65 * r * math.sin(a)) for a in np.linspace(math.pi, 2 * math.pi, 16)]
     hem = [(x + 0.65 * r - k * 0.26 * r, y + (0.95 if k % 2 == 0 else 0.7) * r) for k in range(6)]
     poly(d, body + hem, c, ink)
     for side in (-1, 1):
@@ -218,7 +234,8 @@ def draw_anchor(d, x, y, r, c, ink):
 
 
 def draw_leaf(d, x, y, r, c, ink):
-    poly(d, [(x - 0.75 * r, y + 0.75 * r), (x - 0.6 * r, y - 0.2 * r), (x - 0.1 * r, y - 0.7 * r), (x + 0.8 * r, y - 0.8 * r), (x + 0.7 * r, y + 0.05 * r), (x + 0.2 * r, y + 0.6 * r)], c, ink)
+    poly(d, [(x - 0.75 * r, y + 0.75 * r), (x - 0.6 * r, y - 0.2 * r), (x - 0.1 * r, y - 0.7 * r),
+             (x + 0.8 * r, y - 0.8 * r), (x + 0.7 * r, y + 0.05 * r), (x + 0.2 * r, y + 0.6 * r)], c, ink)
     stroke(d, [(x - 0.95 * r, y + 0.95 * r), (x + 0.6 * r, y - 0.6 * r)], shade(c, 0.6), 0.06 * r)
 
 
@@ -230,7 +247,8 @@ def draw_key(d, x, y, r, c, ink):
 
 
 def draw_cupcake(d, x, y, r, c, ink):
-    poly(d, [(x - 0.6 * r, y), (x + 0.6 * r, y), (x + 0.42 * r, y + 0.9 * r), (x - 0.42 * r, y + 0.9 * r)], (225, 180, 120), ink)
+    poly(d, [(x - 0.6 * r, y), (x + 0.6 * r, y), (x + 0.42 * r, y + 0.9 * r), (x - 0.42 * r, y + 0.9 * r)],
+         (225, 180, 120), ink)
     for dx, dy, s in ((-0.35, -0.15, 0.3), (0.35, -0.15, 0.3), (0, -0.45, 0.38)):
         disc(d, x + dx * r, y + dy * r, s * r, c, ink)
     disc(d, x, y - 0.88 * r, 0.13 * r, (200, 20, 40))

@@ -44,7 +44,8 @@ def finish_stamp(img, rng):
     w = img.shape[0]
     margin = int(0.12 * w)
     paper = np.broadcast_to(rgb01((250, 248, 240)), (w, w, 3)).copy()
-    paper[margin : w - margin, margin : w - margin] = to_array(to_image(img).resize((w - 2 * margin, w - 2 * margin), Image.LANCZOS))
+    paper[margin : w - margin, margin : w - margin] = to_array(
+        to_image(img).resize((w - 2 * margin, w - 2 * margin), Image.LANCZOS))
 
     def perforate(d, w):
         step, r = w / 11, w / 34
@@ -116,12 +117,16 @@ class Framing(NamedTuple):
 
 FRAMINGS = {
     "photo": Framing(("a photo of", "a photograph of", "a snapshot of"), finish_photo),
-    "childrens": Framing(("a children's book illustration of", "a storybook illustration of", "a children's book drawing of"), finish_pastel, outline="ink"),
+    "childrens": Framing(("a children's book illustration of", "a storybook illustration of",
+                          "a children's book drawing of"), finish_pastel, outline="ink"),
     "album": Framing(("an album cover showing", "an album cover with", "album art of"), finish_album),
     "stamp": Framing(("a postage stamp of", "a postage stamp showing", "a stamp depicting"), finish_stamp),
-    "poster": Framing(("a poster of", "a poster showing", "a movie poster featuring"), finish_poster, place=(0.85, 0.8, 0.8, 0.4)),
-    "closeup": Framing(("a close-up of", "a closeup photo of", "a macro shot of"), prepare_bg=prepare_closeup, place=(1.6, 1.4, 1.4, 0.5)),
-    "wide": Framing(("a wide shot of", "a wide-angle view of", "a distant view of"), prepare_bg=prepare_wide, place=(0.45, 0.55, 0.3, 0.66)),  # small, near the horizon
+    "poster": Framing(("a poster of", "a poster showing", "a movie poster featuring"), finish_poster,
+                      place=(0.85, 0.8, 0.8, 0.4)),
+    "closeup": Framing(("a close-up of", "a closeup photo of", "a macro shot of"), prepare_bg=prepare_closeup,
+                       place=(1.6, 1.4, 1.4, 0.5)),
+    "wide": Framing(("a wide shot of", "a wide-angle view of", "a distant view of"), prepare_bg=prepare_wide,
+                    place=(0.45, 0.55, 0.3, 0.66)),  # small, near the horizon
     "polaroid": Framing(("a polaroid of", "a polaroid photo of", "an instant photo of"), finish_polaroid),
     "sticker": Framing(("a sticker of", "a die-cut sticker of", "a vinyl sticker of"), outline="sticker"),
     "cctv": Framing(("a security camera still of", "cctv footage of", "a surveillance camera image of"), finish_cctv),

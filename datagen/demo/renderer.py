@@ -70,7 +70,8 @@ def scattered_positions(count, region, rng):
 
 def ring_positions(count, rng, radius=0.33):
     turn = rng.random() * 2 * math.pi
-    return [(0.5 + radius * math.cos(turn + 2 * math.pi * k / count), 0.5 + radius * math.sin(turn + 2 * math.pi * k / count)) for k in range(count)]
+    return [(0.5 + radius * math.cos(turn + 2 * math.pi * k / count),
+             0.5 + radius * math.sin(turn + 2 * math.pi * k / count)) for k in range(count)]
 
 
 def group_rgb(group, rng):

@@ -37,7 +37,8 @@ def disc(d, x, y, r, fill, ink=None):
 
 
 def regular(x, y, r, n, turn=-math.pi / 2):
-    return [(x + r * math.cos(turn + 2 * math.pi * k / n), y + r * math.sin(turn + 2 * math.pi * k / n)) for k in range(n)]
+    return [(x + r * math.cos(turn + 2 * math.pi * k / n),
+             y + r * math.sin(turn + 2 * math.pi * k / n)) for k in range(n)]
 
 
 def star_points(x, y, r, n=5, inner=0.45):
@@ -97,4 +98,5 @@ def draw_ring(d, x, y, r, c, ink):
 
 def draw_arrow(d, x, y, r, c, ink):
     s, h = 0.25 * r, 0.62 * r
-    poly(d, [(x - r, y - s), (x + 0.15 * r, y - s), (x + 0.15 * r, y - h), (x + r, y), (x + 0.15 * r, y + h), (x + 0.15 * r, y + s), (x - r, y + s)], c, ink)
+    poly(d, [(x - r, y - s), (x + 0.15 * r, y - s), (x + 0.15 * r, y - h), (x + r, y), (x + 0.15 * r, y + h),
+             (x + 0.15 * r, y + s), (x - r, y + s)], c, ink)

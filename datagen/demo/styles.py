@@ -119,7 +119,8 @@ def style_blueprint(img, mask, rng):
     return mix(rgb01((18, 62, 140)), rgb01((230, 240, 255)), lines[..., None])
 
 
-THERMAL_STOPS = np.array([(0, 0, 10), (80, 0, 120), (200, 30, 60), (250, 140, 0), (255, 240, 120), (255, 255, 255)], np.float32) / 255
+THERMAL_STOPS = np.array([(0, 0, 10), (80, 0, 120), (200, 30, 60), (250, 140, 0), (255, 240, 120), (255, 255, 255)],
+                         np.float32) / 255
 
 
 def style_thermal(img, mask, rng):
@@ -165,17 +166,27 @@ class Style(NamedTuple):
 
 
 STYLES = {
-    "pixel": Style(("pixel art of", "8-bit pixel art of"), ("pixel art", "8-bit pixel art", "pixelated"), style_pixel_art),
-    "watercolour": Style(("a watercolor painting of", "a watercolour of"), ("watercolor", "watercolour painting", "soft watercolor wash"), style_watercolour),
+    "pixel": Style(("pixel art of", "8-bit pixel art of"),
+                   ("pixel art", "8-bit pixel art", "pixelated"), style_pixel_art),
+    "watercolour": Style(("a watercolor painting of", "a watercolour of"),
+                         ("watercolor", "watercolour painting", "soft watercolor wash"), style_watercolour),
     "neon": Style(("a neon illustration of", "neon art of"), ("neon", "neon glow", "glowing neon lights"), style_neon),
-    "pencil": Style(("a pencil sketch of", "a pencil drawing of"), ("pencil sketch", "graphite drawing", "pencil drawing"), style_pencil),
+    "pencil": Style(("a pencil sketch of", "a pencil drawing of"),
+                    ("pencil sketch", "graphite drawing", "pencil drawing"), style_pencil),
     "oil": Style(("an oil painting of",), ("oil painting", "oil on canvas", "thick brush strokes"), style_oil),
-    "bw": Style(("a black and white photo of",), ("black and white photo", "monochrome", "black and white"), style_black_white),
-    "sepia": Style(("a vintage sepia photo of", "an old sepia photograph of"), ("vintage sepia", "sepia tone", "old sepia photograph"), style_sepia),
-    "lowpoly": Style(("a low-poly render of", "low poly art of"), ("low-poly", "low poly 3d art", "faceted low poly"), style_low_poly),
-    "popart": Style(("a pop art print of", "a comic book panel of"), ("pop art", "comic book style", "halftone comic art"), style_pop_art),
-    "blueprint": Style(("a blueprint of", "a technical blueprint of"), ("blueprint", "technical drawing on blueprint paper"), style_blueprint),
-    "thermal": Style(("a thermal camera image of", "an infrared thermal image of"), ("thermal imaging", "infrared heat map"), style_thermal),
+    "bw": Style(("a black and white photo of",),
+                ("black and white photo", "monochrome", "black and white"), style_black_white),
+    "sepia": Style(("a vintage sepia photo of", "an old sepia photograph of"),
+                   ("vintage sepia", "sepia tone", "old sepia photograph"), style_sepia),
+    "lowpoly": Style(("a low-poly render of", "low poly art of"),
+                     ("low-poly", "low poly 3d art", "faceted low poly"), style_low_poly),
+    "popart": Style(("a pop art print of", "a comic book panel of"),
+                    ("pop art", "comic book style", "halftone comic art"), style_pop_art),
+    "blueprint": Style(("a blueprint of", "a technical blueprint of"),
+                       ("blueprint", "technical drawing on blueprint paper"), style_blueprint),
+    "thermal": Style(("a thermal camera image of", "an infrared thermal image of"),
+                     ("thermal imaging", "infrared heat map"), style_thermal),
     "mosaic": Style(("a mosaic of", "a tile mosaic of"), ("mosaic", "ceramic tile mosaic"), style_mosaic),
-    "stained": Style(("a stained glass window of", "stained glass art of"), ("stained glass", "stained glass window"), style_stained_glass),
+    "stained": Style(("a stained glass window of", "stained glass art of"),
+                     ("stained glass", "stained glass window"), style_stained_glass),
 }

@@ -38,5 +38,6 @@ RELATIONS = {
     "and": ("and", "with"),
     "inside": ("surrounded by", "encircled by"),  # only as the inverse of "around"
 }
-INVERSE = {"above": "below", "below": "above", "left": "right", "right": "left", "beside": "beside", "and": "and", "around": "inside"}
+INVERSE = {"above": "below", "below": "above", "left": "right", "right": "left", "beside": "beside", "and": "and",
+           "around": "inside"}
 SAMPLED_RELATIONS = ("above", "below", "left", "right", "beside", "around", "and")

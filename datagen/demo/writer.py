@@ -42,13 +42,15 @@ def write_images(rows, images_dir, size, seed, progress):
 
 
 def prompts_frame(rows):
-    return pd.DataFrame({"imgId": [r.img_id for r in rows], "prompt": [r.prompt for r in rows], "scene": [r.scene_id for r in rows]})
+    return pd.DataFrame({"imgId": [r.img_id for r in rows], "prompt": [r.prompt for r in rows],
+                         "scene": [r.scene_id for r in rows]})
 
 
 def generate_demo(out_dir, n_train=1500, n_test=300, size=64, seed=0, progress=True):
     """Write the demo dataset in the competition layout under `out_dir`; return a summary dict."""
     if n_train < 1 or n_test < 0 or size < 8 or seed < 0:
-        raise ValueError(f"need n_train >= 1, n_test >= 0, size >= 8, seed >= 0; got {n_train}, {n_test}, {size}, {seed}")
+        raise ValueError(f"need n_train >= 1, n_test >= 0, size >= 8, seed >= 0; "
+                         f"got {n_train}, {n_test}, {size}, {seed}")
     start = time.time()
     out = Path(out_dir)
     rows = plan_rows(n_train + n_test, seed)
