@@ -34,7 +34,8 @@ def main(argv=None):
     x, src, dst = planted_near_duplicates(args.n, args.pairs, seed=0)
     print(f"{args.n:,} unit vectors, {args.pairs:,} planted pairs, threshold {args.threshold}")
     s, r, big = run_mode(x, src, dst, "fast", args.threshold, **({"nprobe": args.nprobe} if args.nprobe else {}))
-    print(f"fast  (IVF, nprobe {args.nprobe or 'auto'}): {s:8.1f} s   planted pairs grouped {r:.4%}   largest group {big}")
+    print(f"fast  (IVF, nprobe {args.nprobe or 'auto'}): {s:8.1f} s   planted pairs grouped {r:.4%}   "
+          f"largest group {big}")
     if args.exact_n:
         n = min(args.exact_n, args.n)
         keep = (src < n) & (dst < n)

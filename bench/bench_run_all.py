@@ -125,8 +125,9 @@ def bench_trainer(steps, cores):
         one = _workers(config, 1, steps, 1)[0]
         many = _workers(config, cores, steps, 1)[0]
         side = _workers(config, 1, steps, cores)
-        print(f"  {Path(config).stem:<16}{one:>10.1f}{many:>12.1f}{sum(side):>14.1f} ({' + '.join(f'{s:.1f}' for s in side)})"
-              f"   {sum(side) / many:.2f}x   (load average before: {load:.2f})", flush=True)
+        print(f"  {Path(config).stem:<16}{one:>10.1f}{many:>12.1f}{sum(side):>14.1f} "
+              f"({' + '.join(f'{s:.1f}' for s in side)})   {sum(side) / many:.2f}x   "
+              f"(load average before: {load:.2f})", flush=True)
 
 
 def main(argv=None):

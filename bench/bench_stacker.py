@@ -92,9 +92,11 @@ def main(argv=None):
         t = time.perf_counter()
         # a child process writes the data, so this process's peak memory is the stacker's alone
         subprocess.run([sys.executable, "-m", "bench.bench_stacker", "--generate-only", "--dir", str(folder),
-                        "--n", str(args.n), "--m", str(args.m), "--k", str(args.k), "--seed", str(args.seed)], check=True)
+                        "--n", str(args.n), "--m", str(args.m), "--k", str(args.k), "--seed", str(args.seed)],
+                       check=True)
         print(f"data: {args.n:,} images x {args.m} models x {D} float32, memory-mapped "
-              f"({(folder / 'X.npy').stat().st_size / 2 ** 30:.2f} GiB + {(folder / 'T.npy').stat().st_size / 2 ** 30:.2f} GiB), "
+              f"({(folder / 'X.npy').stat().st_size / 2 ** 30:.2f} GiB "
+              f"+ {(folder / 'T.npy').stat().st_size / 2 ** 30:.2f} GiB), "
               f"{args.k} folds; generated in {time.perf_counter() - t:.0f} s", flush=True)
         run(folder, args)
     finally:
@@ -189,7 +191,8 @@ def run(folder, args):
         per_dim, rounds, n_train = bench_lgbm(data, n_rows, args.lgbm_dims, args.seed)
         print(f"LIGHTGBM: {n_rows:,} rows ({n_train:,} in the K-1 training folds): {per_dim:.3f} s per dimension "
               f"(mean {rounds:.0f} rounds, early stopping), {per_dim * D:.0f} s per 384-dim fit, "
-              f"~{per_dim * D * (args.k + 1) / 60:.1f} min for the nested procedure (K fits + refit), 1 thread", flush=True)
+              f"~{per_dim * D * (args.k + 1) / 60:.1f} min for the nested procedure (K fits + refit), 1 thread",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from core.submission import read_submission, write_submission
 
 def pandas_write(path, ids, emb):
     dim = emb.shape[1]
-    keys = np.char.add(np.repeat(np.asarray(ids, dtype=str), dim), np.tile(np.char.add("_", np.arange(dim).astype(str)), len(ids)))
+    keys = np.char.add(np.repeat(np.asarray(ids, dtype=str), dim),
+                       np.tile(np.char.add("_", np.arange(dim).astype(str)), len(ids)))
     pd.DataFrame({"imgId_eId": keys, "val": emb.reshape(-1)}).to_csv(path, index=False)
 
 

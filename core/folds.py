@@ -288,9 +288,11 @@ def main(argv=None):
     ap.add_argument("--targets", required=True, help="targets folder of those prompts (core.targets)")
     ap.add_argument("--out", default=f"work/{FOLDS_FILE}", help="folds.csv to write (default: %(default)s)")
     ap.add_argument("--k", type=int, default=5)
-    ap.add_argument("--threshold", type=float, default=0.9, help="join prompts with cosine >= this (default: %(default)s)")
+    ap.add_argument("--threshold", type=float, default=0.9,
+                    help="join prompts with cosine >= this (default: %(default)s)")
     ap.add_argument("--mode", choices=["exact", "fast"], default="exact")
-    ap.add_argument("--nprobe", type=int, default=None, help="fast mode: IVF cells each vector is listed in (default: nlist/64)")
+    ap.add_argument("--nprobe", type=int, default=None,
+                    help="fast mode: IVF cells each vector is listed in (default: nlist/64)")
     ap.add_argument("--seed", type=int, default=42)
     args = ap.parse_args(argv)
     src = Path(args.prompts)
@@ -310,8 +312,8 @@ def main(argv=None):
         **{k: v for k, v in stats.items() if k != "size_histogram"},
     })
     save_groups(groups_path(args.out), frame["imgId"], groups)
-    print(f"wrote {args.out} and {groups_path(args.out)}: {len(folds)} rows, {stats['n_groups']} groups (largest {stats['largest_group']}), "
-          f"fold sizes {meta['fold_sizes']}")
+    print(f"wrote {args.out} and {groups_path(args.out)}: {len(folds)} rows, "
+          f"{stats['n_groups']} groups (largest {stats['largest_group']}), fold sizes {meta['fold_sizes']}")
     return 0
 
 

@@ -28,7 +28,8 @@ def check_img_id(img_id, path, row=None):
     where = f"row {row}: " if row is not None else ""
     stem, dot, ext = s.rpartition(".")
     if dot and "." + ext.lower() in IMAGE_EXTENSIONS and IMG_ID_PATTERN.fullmatch(stem):
-        raise DataError(path, f"{where}imgId {s!r} ends in the file extension .{ext}; ids are file stems: write {stem!r}")
+        raise DataError(path,
+                        f"{where}imgId {s!r} ends in the file extension .{ext}; ids are file stems: write {stem!r}")
     raise DataError(path, f"{where}imgId {s!r} is not a file stem of [A-Za-z0-9_-] characters")
 
 

@@ -235,7 +235,8 @@ def main(argv=None):
         return 0
     ids, emb = check_submission(args.submission, images=args.images)
     norms = np.linalg.norm(emb, axis=1)
-    print(f"{args.submission}: OK, {len(ids)} images x {emb.shape[1]} dims; row norms {norms.min():.6f}..{norms.max():.6f}")
+    print(f"{args.submission}: OK, {len(ids)} images x {emb.shape[1]} dims; "
+          f"row norms {norms.min():.6f}..{norms.max():.6f}")
     return 0
 
 

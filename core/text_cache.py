@@ -150,7 +150,8 @@ class TextEmbeddingCache:
         out, found = self.lookup(texts)
         missing = list(dict.fromkeys(t for t, f in zip(texts, found) if not f))
         if missing:
-            log.info("text cache %s: %d of %d texts cached, embedding %d", self.folder, int(found.sum()), len(texts), len(missing))
+            log.info("text cache %s: %d of %d texts cached, embedding %d", self.folder, int(found.sum()),
+                     len(texts), len(missing))
             with tqdm(total=len(missing), desc="embed", unit="text", disable=not progress) as bar:
                 for start in range(0, len(missing), chunk):
                     part = missing[start:start + chunk]

@@ -93,13 +93,15 @@ def fit_lgbm_stacker(data, folds, seed=0, num_threads=1, max_rounds=MAX_ROUNDS,
     if progress is not None:
         dims = progress(dims)
     for d in dims:
-        train = lgb.Dataset(_dimension_features(Xf, d, agree_f), label=np.ascontiguousarray(Tf[:, d]), params={"max_bin": p["max_bin"]})
+        train = lgb.Dataset(_dimension_features(Xf, d, agree_f), label=np.ascontiguousarray(Tf[:, d]),
+                            params={"max_bin": p["max_bin"]})
         valid = lgb.Dataset(_dimension_features(Xv, d, agree_v), label=np.ascontiguousarray(Tv[:, d]), reference=train)
         booster = lgb.train(p, train, num_boost_round=max_rounds, valid_sets=[valid],
                             callbacks=[lgb.early_stopping(early_stopping, verbose=False)])
         rounds = max(1, int(booster.best_iteration or max_rounds))
         if refit:
-            full = lgb.Dataset(_dimension_features(Xa, d, agree_a), label=np.ascontiguousarray(Ta[:, d]), params={"max_bin": p["max_bin"]})
+            full = lgb.Dataset(_dimension_features(Xa, d, agree_a), label=np.ascontiguousarray(Ta[:, d]),
+                               params={"max_bin": p["max_bin"]})
             booster = lgb.train(p, full, num_boost_round=rounds)
         else:
             booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=rounds))

@@ -181,7 +181,8 @@ def train_one_epoch(fm, st, cfg, fold, source, targets, batches, env, save, stop
         if len(pending) >= LOSS_SYNC_EVERY or step + 1 == steps_per_epoch:
             read_losses()
             elapsed = st.train_seconds + (time.time() - t_start)
-            bar.set_postfix(loss=f"{np.mean(st.epoch_losses[-20:]):.4f}", img_s=f"{st.images_seen / max(elapsed, 1e-9):.0f}")
+            bar.set_postfix(loss=f"{np.mean(st.epoch_losses[-20:]):.4f}",
+                            img_s=f"{st.images_seen / max(elapsed, 1e-9):.0f}")
         fault_point("train_step")
         if sync and step + 1 < steps_per_epoch:
             signum = _stop_everywhere(stop, env) if (env.enabled or stop.signum) else 0

@@ -225,7 +225,8 @@ def _gpu_slots(plan, width):
         if share is None:
             share, extra = even + (extra > 0), extra - (extra > 0)
         if share > n:
-            raise DataError("--gpus", f"{s.name} asks for {share} GPUs (its `gpus:`), {n} given ({','.join(plan.devices)})")
+            raise DataError("--gpus",
+                            f"{s.name} asks for {share} GPUs (its `gpus:`), {n} given ({','.join(plan.devices)})")
         slots[s.name] = Slot(s.threads or per_proc, share, share, s.workers if s.workers is not None else workers)
     return slots
 

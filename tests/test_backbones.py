@@ -29,8 +29,8 @@ def test_open_clip_checkpoint_at_another_size_gets_resized_pos_embed(tmp_path):
     register_open_clip_configs()
     clip = open_clip.create_model("demo-ViT-4L-192-p8", force_image_size=32)
     torch.save(clip.state_dict(), tmp_path / "clip32.pt")
-    vis = create_backbone({"source": "open_clip", "name": "demo-ViT-4L-192-p8", "pretrained": str(tmp_path / "clip32.pt"),
-                           "kwargs": {}}, 48).module.visual
+    vis = create_backbone({"source": "open_clip", "name": "demo-ViT-4L-192-p8",
+                           "pretrained": str(tmp_path / "clip32.pt"), "kwargs": {}}, 48).module.visual
     assert vis.positional_embedding.shape[0] == 1 + 6 * 6
     assert torch.equal(vis.conv1.weight, clip.visual.conv1.weight)
 

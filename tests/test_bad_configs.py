@@ -79,7 +79,8 @@ def test_config_error_is_an_input_error():
 
 
 @pytest.mark.parametrize("section,match", [
-    ({"source": "timm", "name": "convnext_atoo"}, r"unknown timm model 'convnext_atoo'; closest names: \['convnext_atto'"),
+    ({"source": "timm", "name": "convnext_atoo"},
+     r"unknown timm model 'convnext_atoo'; closest names: \['convnext_atto'"),
     ({"source": "timm", "name": "convnext_atto.bogus_tag"}, r"timm model 'convnext_atto' has no pretrained tag "
                                                            r"'bogus_tag'; its tags: \['d2_in1k'\]"),
     ({"source": "timm", "name": "convnext_atto", "pretrained": "d2_in1k"},
@@ -87,7 +88,8 @@ def test_config_error_is_an_input_error():
     ({"source": "open_clip", "name": "ViT-H-41"}, r"unknown open_clip model 'ViT-H-41'; closest names: \[.*'ViT-H-14'"),
     ({"source": "open_clip", "name": "ViT-H-14", "pretrained": "laion2b"},
      r"open_clip model 'ViT-H-14' has no pretrained tag 'laion2b'; its tags: \['laion2b_s32b_b79k'"),
-    ({"source": "open_clip", "name": "demo-ViT-4L-192-p8", "pretrained": True}, r"has no pretrained tag True; its tags: none"),
+    ({"source": "open_clip", "name": "demo-ViT-4L-192-p8", "pretrained": True},
+     r"has no pretrained tag True; its tags: none"),
     ({"source": "keras", "name": "x"}, r"unknown backbone source 'keras'"),
 ])
 def test_unknown_model_names_and_tags_suggest_valid_ones(section, match):

@@ -250,7 +250,8 @@ def test_bad_images_csv_round_trip_and_skipping(tmp_path):
     bad = scan_images(frame["path"], progress=False)
     out = write_bad_images(tmp_path / "work" / BAD_IMAGES_FILE, bad)
     back = read_bad_images(out)
-    assert back.columns.tolist() == ["imgId", "path", "reason"] and sorted(back["imgId"]) == ["text", "truncated", "zero"]
+    assert (back.columns.tolist() == ["imgId", "path", "reason"]
+            and sorted(back["imgId"]) == ["text", "truncated", "zero"])
     kept = load_dataset(data, skip_ids=back["imgId"])
     assert kept["imgId"].tolist() == [f"good{i}" for i in range(5)]
     assert scan_images(kept["path"], progress=False) == []

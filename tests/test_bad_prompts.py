@@ -31,7 +31,8 @@ def make_images(root, ids):
     ("imgId,prompt\na1,x\nb2,  \n", r"1 empty prompt\(s\), e.g. imgId \['b2'\] \(data row\(s\) \[2\]\)"),
     ("imgId,prompt\na1,x\nb2\n", r"1 empty prompt.*'b2'"),
     ("imgId,prompt\na1,x\na1,y\n", r"1 duplicate imgId\(s\), e.g. \['a1'\]"),
-    ("imgId,prompt\nabc.png,a cat\n", r"row 1: imgId 'abc.png' ends in the file extension \.png; ids are file stems: write 'abc'"),
+    ("imgId,prompt\nabc.png,a cat\n",
+     r"row 1: imgId 'abc.png' ends in the file extension \.png; ids are file stems: write 'abc'"),
     ("imgId,prompt\nok,x\nA.JPG,y\n", r"row 2: imgId 'A.JPG' ends in the file extension \.JPG"),
     ("imgId,prompt\nmy image,x\n", r"row 1: imgId 'my image' is not a file stem"),
     ("imgId,prompt\n../etc,x\nb/c,y\n", r"row 1: imgId '\.\./etc' is not a file stem.*\(1 more invalid imgIds\)"),
@@ -51,7 +52,8 @@ def test_missing_file(tmp_path):
 
 
 def test_quoted_commas_quotes_newlines_round_trip(tmp_path):
-    prompts = ['a cat, a dog', 'the "best" photo', 'two\nlines', 'crlf\r\nline', ' leading and trailing ', 'ünïcödé ✓ 猫']
+    prompts = ['a cat, a dog', 'the "best" photo', 'two\nlines', 'crlf\r\nline',
+               ' leading and trailing ', 'ünïcödé ✓ 猫']
     ids = [f"id{i}" for i in range(len(prompts))]
     path = tmp_path / "prompts.csv"
     pd.DataFrame({"imgId": ids, "prompt": prompts}).to_csv(path, index=False)

@@ -79,8 +79,10 @@ MEAN_LEVEL_TOL = 0.02
 def demo_facts(root):
     """What demo_record.json holds for one generated folder (it was written with this function)."""
     root = Path(root)
-    csvs = {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in ("train/prompts.csv", "test_prompts.csv")}
-    means = {p.relative_to(root).as_posix(): [round(float(m), 3) for m in np.asarray(Image.open(p), np.float64).mean((0, 1))]
+    csvs = {name: hashlib.sha256((root / name).read_bytes()).hexdigest()
+            for name in ("train/prompts.csv", "test_prompts.csv")}
+    means = {p.relative_to(root).as_posix():
+             [round(float(m), 3) for m in np.asarray(Image.open(p), np.float64).mean((0, 1))]
              for p in sorted(root.rglob("*.png"))}
     return {"csv_sha256": csvs, "mean_levels": means}
 
@@ -121,7 +123,8 @@ def lowest_kernels_env():
 def test_pixels_do_not_depend_on_the_cpus_float_kernels(recorded_sets, tmp_path):
     """The recorded sets rendered again with numpy's baseline kernels and OpenBLAS's oldest core: the same pixels."""
     script = ("import json, sys; from datagen.demo import generate_demo\n"
-              "for i, s in enumerate(json.loads(sys.argv[1])): generate_demo(f'{sys.argv[2]}/{i}', progress=False, **s)")
+              "for i, s in enumerate(json.loads(sys.argv[1])): "
+              "generate_demo(f'{sys.argv[2]}/{i}', progress=False, **s)")
     settings = json.dumps([entry["settings"] for entry in RECORD["sets"]])
     res = subprocess.run([sys.executable, "-c", script, settings, str(tmp_path)], env=lowest_kernels_env(),
                          capture_output=True, text=True, timeout=300)

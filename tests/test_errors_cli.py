@@ -66,7 +66,8 @@ def cli_cases(tmp_path):
     return [
         ("core.dataset", [str(tmp_path / "nope")], "dataset folder not found"),
         ("core.dataset", [str(tmp_path), "--require-prompts"], "image folder not found"),
-        ("core.targets", ["--prompts", str(bad_prompts), "--out", str(tmp_path / "t")], "ends in the file extension .png"),
+        ("core.targets", ["--prompts", str(bad_prompts), "--out", str(tmp_path / "t")],
+         "ends in the file extension .png"),
         ("core.metric", [str(tmp_path / "s.csv"), "--targets", str(tmp_path)], "submission file not found"),
         ("core.submission", ["check", str(tmp_path / "s.csv")], "submission file not found"),
         ("pipeline.run", ["--config", str(tmp_path / "nope.yaml")], "pipeline config not found"),

@@ -208,7 +208,8 @@ def test_fuzz_load_config(scratch, doc, overrides):
     except ConfigError as e:
         assert str(e).startswith(f"{path}: ")
         return
-    assert cfg["train"]["epochs"] >= 1 and cfg["train"]["batch_size"] >= 1 and cfg["train"]["lr"] >= 0  # the validator's rule
+    # the validator's rule
+    assert cfg["train"]["epochs"] >= 1 and cfg["train"]["batch_size"] >= 1 and cfg["train"]["lr"] >= 0
 
 
 @FUZZ
@@ -239,7 +240,8 @@ def test_fuzz_targets_are_real(scratch):
     assert load_config(REPO / "configs" / "vit_demo.yaml")["name"] == "vit_demo"
     # and the strategies themselves draw files the readers accept (find raises if none turns up)
     for strategy, reader in ((prompts_files(), read_prompts), (submission_files(), partial(read_submission, dim=DIM))):
-        find(strategy, partial(_reads, reader, scratch / "found.csv"), settings=settings(max_examples=500, database=None))
+        find(strategy, partial(_reads, reader, scratch / "found.csv"),
+             settings=settings(max_examples=500, database=None))
 
 
 def _reads(reader, path, data):

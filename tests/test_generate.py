@@ -197,7 +197,8 @@ def test_resume_after_a_real_sigkill(pipe, sd_dir, tmp_path, capsys):
     first = sorted(done)[:2]
     run(pipe, sd_dir, write_prompts(tmp_path / "two.csv", [r for r in rows if r[0] in first]), tmp_path / "clean")
     for img_id in first:
-        assert np.abs(pixels(out / "images" / f"{img_id}.png") - pixels(tmp_path / "clean" / "images" / f"{img_id}.png")).max() <= 3
+        assert np.abs(pixels(out / "images" / f"{img_id}.png")
+                      - pixels(tmp_path / "clean" / "images" / f"{img_id}.png")).max() <= 3
 
 
 def test_verify_rerenders_broken_files(pipe, sd_dir, tmp_path):
@@ -283,14 +284,16 @@ def test_sharded_runs_and_merge(pipe, sd_dir, tmp_path, monkeypatch, capsys):
 
 
 PARAPHRASES = [
-    ["a red fox in the snow, digital art", "A red fox in the snow, digital art.", "a red fox in the snow - digital art"],
+    ["a red fox in the snow, digital art", "A red fox in the snow, digital art.",
+     "a red fox in the snow - digital art"],
     ["portrait of an old fisherman, oil painting", "portrait of an old fisherman, oil painting, detailed",
      "an oil painting portrait of an old fisherman"],
     ["a futuristic city at night, neon lights", "futuristic city at night with neon lights"],
 ]
-SINGLES = ["a bowl of ramen on a wooden table", "a cat sleeping on a windowsill", "mountain lake at sunrise, photograph",
-           "a steampunk airship above the clouds", "a watercolor of a lighthouse", "an astronaut riding a horse on mars",
-           "a medieval castle in the fog", "a close-up photo of a honeybee on a flower"]
+SINGLES = ["a bowl of ramen on a wooden table", "a cat sleeping on a windowsill",
+           "mountain lake at sunrise, photograph", "a steampunk airship above the clouds",
+           "a watercolor of a lighthouse", "an astronaut riding a horse on mars", "a medieval castle in the fog",
+           "a close-up photo of a honeybee on a flower"]
 
 
 def test_holdout_keeps_paraphrases_on_one_side():

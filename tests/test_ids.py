@@ -89,7 +89,8 @@ def test_repeated_id_in_a_folds_or_targets_file_is_refused(tmp_path):
     _ids_file(targets / IDS_FILE, ["a", "a"])
     save_npy(targets / TARGETS_FILE, np.ones((2, EMBEDDING_DIM), dtype=np.float32))
     write_json(targets / META_FILE, {"key": "k"})
-    with pytest.raises(DataError, match=r"ids\.csv: duplicate imgIds: 'a' on rows 1 and 2; rerun `python -m core\.targets`"):
+    with pytest.raises(DataError,
+                       match=r"ids\.csv: duplicate imgIds: 'a' on rows 1 and 2; rerun `python -m core\.targets`"):
         load_targets(targets)
 
 

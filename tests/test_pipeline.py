@@ -48,7 +48,8 @@ def test_code_fingerprint_follows_content_not_mtimes_or_bytecode(tmp_path):
 
 def test_regenerated_identical_demo_keeps_downstream_fingerprints(tmp_path):
     generate_demo(tmp_path / "d", n_train=20, n_test=4, size=16, seed=1, progress=False)
-    stage = Stage("baseline", ["x"], inputs=[tmp_path / "d" / "test" / "images", tmp_path / "d" / "train" / "prompts.csv"])
+    stage = Stage("baseline", ["x"],
+                  inputs=[tmp_path / "d" / "test" / "images", tmp_path / "d" / "train" / "prompts.csv"])
     first = fingerprint(stage)
     generate_demo(tmp_path / "d", n_train=20, n_test=4, size=16, seed=1, progress=False)
     assert fingerprint(stage) == first  # same bytes: files left alone, later stages skipped
@@ -120,7 +121,8 @@ def lanes(stdout):
     """The most stages running at once, from run_all's start and end lines."""
     running, most = 0, 0
     for line in stdout.splitlines():
-        running += bool(re.match(r"== \[\s*\d+s\] \S+: started ", line)) - bool(re.match(r"-- \[\s*\d+s\] \S+: done ", line))
+        running += (bool(re.match(r"== \[\s*\d+s\] \S+: started ", line))
+                    - bool(re.match(r"-- \[\s*\d+s\] \S+: done ", line)))
         most = max(most, running)
     return most
 

@@ -205,7 +205,8 @@ def test_length_bounds_and_clip_count(tmp_path, cache):
     s = src("p", tmp_path / "p.txt")
     corpus, frame = build(tmp_path, [s], cache, min_tokens=4)
     c = corpus["sources"][0]["counts"]
-    assert (c["empty"], c["too_short"], c["over_clip_context"], c["kept_over_clip_context"], c["kept"]) == (1, 1, 1, 1, 2)
+    assert (c["empty"], c["too_short"], c["over_clip_context"], c["kept_over_clip_context"],
+            c["kept"]) == (1, 1, 1, 1, 2)
     corpus, frame = build(tmp_path, [s], cache, out="clip", max_clip_tokens=77, max_tokens=40)
     c = corpus["sources"][0]["counts"]
     assert (c["too_long"], c["too_long_clip"], c["kept"]) == (1, 0, 2)  # MiniLM bound comes first
@@ -228,7 +229,8 @@ def test_weighted_quotas():
 
 def test_caps_and_sampling_are_deterministic_and_nested(tmp_path, cache):
     words = ["cat", "dog", "owl", "fox", "eel", "yak", "bee", "ant", "elk", "cod"]
-    (tmp_path / "a.txt").write_text("".join(f"a watercolor {w} in a {p}\n" for w in words for p in ("forest", "kitchen")))
+    (tmp_path / "a.txt").write_text("".join(f"a watercolor {w} in a {p}\n"
+                                            for w in words for p in ("forest", "kitchen")))
     (tmp_path / "b.txt").write_text("".join(f"a bronze statue of {n} {w}s\n" for w in words for n in ("two", "nine")))
     sources = lambda: [src("a", tmp_path / "a.txt", cap=6), src("b", tmp_path / "b.txt", weight=2.0)]  # noqa: E731
     kw = dict(dedup_threshold=1.1, seed=3)
@@ -309,7 +311,8 @@ def test_real_fast_mode(real_build, cache):
 def test_cli_bad_input_exits_2_naming_the_file(tmp_path):
     (tmp_path / "t.tsv").write_text("a\tb\n1\t2\n")
     env_cmd = [sys.executable, "-m", "datagen.prompts", "--out", str(tmp_path / "o"), "--no-cache"]
-    missing = subprocess.run(env_cmd + ["--source", f"x={tmp_path / 'missing.txt'}"], cwd=REPO, capture_output=True, text=True)
+    missing = subprocess.run(env_cmd + ["--source", f"x={tmp_path / 'missing.txt'}"], cwd=REPO,
+                             capture_output=True, text=True)
     assert missing.returncode == 2 and missing.stderr.startswith(f"error: {tmp_path / 'missing.txt'}: ")
     assert "Traceback" not in missing.stderr
     bad = subprocess.run(env_cmd + ["--source", f"t={tmp_path / 't.tsv'}", "--column", "t=prompt"], cwd=REPO,

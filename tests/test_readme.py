@@ -190,8 +190,10 @@ def test_gpu_commands_cpu_stand_ins(readme_workspace, env):
         "./run_all.sh --config configs/pipeline/gpu_production.yaml --gpus 8": "pipeline",
         "torchrun --nproc_per_node 8 -m models.train --config configs/eva02_l.yaml": "ddp",
         # test_generate_commands_cpu_stand_ins runs these four:
-        "python -m datagen.generate --prompts work/prompts/prompts.csv --out data/sd2 --holdout 0.02 --format jpeg --prepare": "generate",
-        "torchrun --nproc_per_node 8 -m datagen.generate --prompts work/prompts/prompts.csv --out data/sd2 --holdout 0.02 --format jpeg --batch-size 8": "generate",
+        ("python -m datagen.generate --prompts work/prompts/prompts.csv --out data/sd2 --holdout 0.02 --format jpeg "
+         "--prepare"): "generate",
+        ("torchrun --nproc_per_node 8 -m datagen.generate --prompts work/prompts/prompts.csv --out data/sd2 "
+         "--holdout 0.02 --format jpeg --batch-size 8"): "generate",
         "python -m datagen.generate --merge data/sd2": "generate",
         "./run_all.sh --config configs/pipeline/generated.yaml --gpus 8": "generate",
     }

@@ -175,7 +175,8 @@ def test_cli_write_refuses_bad_inputs(tmp_path, capsys):
     assert main(["write", "--pred", str(pred), "--ids", str(ids), "--out", str(tmp_path / "s.csv")]) == 2
     assert "NaN or inf" in capsys.readouterr().err
     (tmp_path / "bad.npy").write_bytes(b"not numpy")
-    assert main(["write", "--pred", str(tmp_path / "bad.npy"), "--ids", str(ids), "--out", str(tmp_path / "s.csv")]) == 2
+    assert main(["write", "--pred", str(tmp_path / "bad.npy"), "--ids", str(ids),
+                 "--out", str(tmp_path / "s.csv")]) == 2
     assert "cannot be read as a .npy array" in capsys.readouterr().err
     assert main(["write", "--pred", str(tmp_path / "none.npy"), "--ids", str(ids)]) == 2
     assert "none.npy: file not found" in capsys.readouterr().err

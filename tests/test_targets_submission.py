@@ -68,7 +68,8 @@ def test_writer_roundtrips_float32_and_keeps_order(tmp_path):
     assert back_ids == ids
     assert np.array_equal(back, emb)  # bit-exact float32 round trip
     lines = (tmp_path / "s.csv").read_text().splitlines()
-    assert lines[0] == "imgId_eId,val" and lines[1].startswith(f"{ids[0]}_0,") and lines[384].startswith(f"{ids[0]}_383,")
+    assert (lines[0] == "imgId_eId,val" and lines[1].startswith(f"{ids[0]}_0,")
+            and lines[384].startswith(f"{ids[0]}_383,"))
 
 
 def test_writer_rejects_nan_and_bad_shapes():

@@ -138,7 +138,8 @@ def test_cached_rows_equal_direct_embedding_and_are_read_back_bitwise(tmp_path, 
 
 def test_targets_of_another_set_of_the_same_prompts_are_read_not_embedded(tmp_path, direct, monkeypatch):
     cache = tmp_path / "cache"
-    emb, reused = compute_targets([f"a{i}" for i in range(6)], PROMPTS, tmp_path / "t1", cache_dir=cache, progress=False)
+    emb, reused = compute_targets([f"a{i}" for i in range(6)], PROMPTS, tmp_path / "t1",
+                                  cache_dir=cache, progress=False)
     assert not reused
     np.testing.assert_allclose(emb, direct, atol=1e-6)
 

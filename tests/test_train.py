@@ -97,8 +97,8 @@ def test_resume_after_kill_equals_uninterrupted(project, tmp_path):
         train_run(load_config(REPO / "configs/convnext_demo.yaml",
                               tiny_overrides(project, tmp_path / "cut", epochs=RESUME_EPOCHS, steps=RESUME_STEPS)),
                   progress=False)
-    resumed = subprocess.run(_train_cmd(project, tmp_path / "cut", resume=True), env=subprocess_env(), capture_output=True,
-                             text=True, cwd=REPO)
+    resumed = subprocess.run(_train_cmd(project, tmp_path / "cut", resume=True), env=subprocess_env(),
+                             capture_output=True, text=True, cwd=REPO)
     assert resumed.returncode == 0, resumed.stderr
     assert "fold 0: finished earlier; skipped" in resumed.stdout and "resuming after epoch 1" in resumed.stdout
     assert_same_run(tmp_path / "ref", tmp_path / "cut")  # same machine: exactly the uninterrupted run

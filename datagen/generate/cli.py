@@ -43,7 +43,8 @@ def build_parser():
     h = ap.add_argument_group("held-out split")
     h.add_argument("--holdout", type=float, default=0.0, metavar="FRACTION",
                    help="hold out about this fraction of prompts (whole similarity groups) into OUT/test/")
-    h.add_argument("--holdout-threshold", type=float, default=0.9, help="MiniLM cosine that joins prompts (default 0.9)")
+    h.add_argument("--holdout-threshold", type=float, default=0.9,
+                   help="MiniLM cosine that joins prompts (default 0.9)")
     h.add_argument("--holdout-seed", type=int, default=0)
     h.add_argument("--cache", default=DEFAULT_TEXT_CACHE, help="text-keyed MiniLM embedding cache, as datagen.prompts "
                    "fills it (default: %(default)s)")

@@ -25,7 +25,8 @@ EXACT_LIMIT = 50_000  # above this, pairs are found with the faiss IVF search (c
 
 
 def holdout_key(prompt_ids, prompts, fraction, seed, threshold, embedder):
-    return sha256_json({"version": HOLDOUT_VERSION, "ids": sha256_strings(prompt_ids), "prompts": sha256_strings(prompts),
+    return sha256_json({"version": HOLDOUT_VERSION,
+                        "ids": sha256_strings(prompt_ids), "prompts": sha256_strings(prompts),
                         "fraction": fraction, "seed": seed, "threshold": threshold,
                         "embedder": embedder_fingerprint(embedder)})
 
@@ -68,5 +69,6 @@ def load_or_choose_holdout(out, prompt_ids, prompts, fraction, seed=0, threshold
     held = choose_holdout(prompt_ids, prompts, fraction, seed, threshold, embedder, progress, cache_dir=cache_dir)
     write_json(path, {"key": key, "fraction": fraction, "seed": seed, "threshold": threshold,
                       "n_prompts": len(prompt_ids), "n_held_out": len(held), "held_out": sorted(held)})
-    log.info("holdout: %d of %d prompts (%.1f%%)", len(held), len(prompt_ids), 100 * len(held) / max(1, len(prompt_ids)))
+    log.info("holdout: %d of %d prompts (%.1f%%)", len(held), len(prompt_ids),
+             100 * len(held) / max(1, len(prompt_ids)))
     return held

