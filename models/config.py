@@ -14,6 +14,7 @@ from core.io import sha256_json
 from models import schema
 from models.config_schema import (
     MODEL_CONFIG,
+    SECTIONS_ADDED_LATER,
     TTA_PRESETS,
     TTA_VIEWS,
     canonical_tta,
@@ -95,6 +96,15 @@ def validate(cfg):
         raise ConfigError("backbone.name is required")
     if cfg["model"] == "knn" and bool(cfg["knn"]["features_from"]) == bool(cfg["knn"]["backbone"]):
         raise ConfigError("knn needs exactly one of knn.features_from or knn.backbone")
+    if cfg["model"] == "retrieval":
+        r = cfg["retrieval"]
+        if not r["bank"]:
+            raise ConfigError("retrieval needs retrieval.bank (a prompts.csv)")
+        if r["query"] == "run" and not r["run"]:
+            raise ConfigError("retrieval.query: run needs retrieval.run (a trained run directory)")
+        if r["query"] == "clip" and (cfg["backbone"]["source"] != "open_clip" or not cfg["backbone"]["name"]):
+            raise ConfigError("retrieval.query: clip needs an open_clip model with both towers: backbone.source: "
+                              "open_clip and backbone.name")
     return cfg
 
 
@@ -112,4 +122,7 @@ def config_hash(cfg, inputs=None):
         for k in keys[:-1]:
             node = node[k]
         node.pop(keys[-1], None)
+    for section in SECTIONS_ADDED_LATER:
+        if hashed.get(section) == {}:  # every key left out: the hash of a config from before the section
+            hashed.pop(section)
     return sha256_json({"config": hashed, "inputs": inputs or {}})
