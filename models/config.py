@@ -105,6 +105,9 @@ def validate(cfg):
         if r["query"] == "clip" and (cfg["backbone"]["source"] != "open_clip" or not cfg["backbone"]["name"]):
             raise ConfigError("retrieval.query: clip needs an open_clip model with both towers: backbone.source: "
                               "open_clip and backbone.name")
+        if r["query"] == "clip" and r["alpha"]:
+            raise ConfigError("retrieval.alpha mixes a query: run query back in; a CLIP image feature is no MiniLM "
+                              "embedding: use alpha 0 with query: clip")
     return cfg
 
 

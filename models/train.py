@@ -220,7 +220,7 @@ def train_run(cfg, folds=None, resume=False, overwrite=False, progress=True, rep
         if cfg["model"] == "knn" and data.shards:
             raise RunError(f"{cfg['data']['train']}: kNN runs read image files, not shards; point data.train "
                            f"at the images")
-        kinds = data.sources(cfg, env) if cfg["model"] != "knn" else None
+        kinds = data.sources(cfg, env) if cfg["model"] == "backbone" else None
         identity = data.identity(cfg, kinds[0] if kinds else None)
         if cfg["model"] == "knn" and cfg["knn"]["features_from"]:
             # the kNN run is only as current as the run whose features it uses
@@ -228,6 +228,10 @@ def train_run(cfg, folds=None, resume=False, overwrite=False, progress=True, rep
             if not src.is_file():
                 raise DataError(src, "the feature run (knn.features_from) is not finished; train it first")
             identity["features_from"] = read_json(src)["config_hash"]
+        if cfg["model"] == "retrieval":  # as current as its bank's content and its query run
+            from models.retrieval import retrieval_identity
+
+            identity.update(retrieval_identity(cfg))
         chash = config_hash(cfg, identity)
         run_dir = Path(cfg["out"])
         if not prepare_run_dir(run_dir, cfg, chash, overwrite, env, replace_changed):
@@ -239,6 +243,10 @@ def train_run(cfg, folds=None, resume=False, overwrite=False, progress=True, rep
             from models.knn import run_knn_folds
 
             run_knn_folds(cfg, chash, data, run_dir, parse_folds(folds, data.k), env, progress)
+        elif cfg["model"] == "retrieval":
+            from models.retrieval import run_retrieval_folds
+
+            run_retrieval_folds(cfg, chash, data, run_dir, parse_folds(folds, data.k), env, progress)
         else:
             from models.data import open_source
 
