@@ -2,6 +2,8 @@
 
     RUN/bank/values.npy    float16 (n, 384): unit MiniLM embeddings of the bank's distinct prompts (what a
                            prediction averages; with query: run also the search keys)
+    RUN/bank/keys.npy      query: clip: float16 (n, d) text-tower features of the prompts (as loaded; a
+                           fine-tuned fold's are RUN/folds/fold<k>/bank_keys.npy)
     RUN/bank/matches.npy   bool (n, K): bank prompt i matches a training prompt of fold k
     RUN/bank/bank.json     what it holds (source file and sha256, sizes, threshold, matches per fold) and its
                            key: a bank whose key is unchanged is read, not rebuilt
@@ -35,6 +37,10 @@ BANK_DIR = "bank"
 VALUES_FILE = "values.npy"
 MATCHES_FILE = "matches.npy"
 BANK_META = "bank.json"
+KEYS_FILE = "keys.npy"  # query: clip, towers as loaded: the bank's text-tower features (fine-tuned: per fold)
+# What offline inference reads (and a Kaggle pack carries): the values, the keys when they are not the values,
+# what the bank holds. matches.npy is for the OOF predictions only.
+INFERENCE_FILES = (VALUES_FILE, KEYS_FILE, BANK_META)
 DEFAULT_MATCH_THRESHOLD = 0.9  # core.folds' default grouping threshold
 EMBED_CHUNK = 65_536  # bank prompts embedded (or read from the text cache) and written at a time
 MATCH_CHUNK = 65_536  # bank prompts matched against the training prompts at a time

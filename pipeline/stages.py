@@ -204,7 +204,7 @@ def _model_stages(cfg, args, work, py, data, data_stages):
             feature_runs[stages[-1].name] = src_run
     for stage in stages:  # a kNN (retrieval) waits for the run whose features (predictions) it reads, wherever
         if stage.name in feature_runs:  # the list names it
-            stage.needs += [s.name for s in stages if s.outputs and Path(s.outputs[0]).parent == feature_runs[stage.name]]
+            stage.needs += [s.name for s in stages if Path(s.outputs[0]).parent == feature_runs[stage.name]]
     return stages
 
 
