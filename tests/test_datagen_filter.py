@@ -103,8 +103,12 @@ def test_another_model_does_not_reuse_the_scores(tiny_clip, filtered, tmp_path):
     out, _ = filtered
     other = tmp_path / "random.pt"
     torch.save(load_clip(TINY_CLIP)[0].state_dict(), other)
-    code, stdout, _ = run_filter(tiny_clip.data / "train", other, tmp_path / "v", "--drop-fraction", "0.5")
+    cache = ["--cache", str(out / "clip_scores")]  # the fixture's score cache, shared
+    code, stdout, _ = run_filter(tiny_clip.data / "train", other, tmp_path / "v", "--drop-fraction", "0.5", *cache)
     assert code == 0 and "scored 200 now" in stdout
+    code, stdout, _ = run_filter(tiny_clip.data / "train", tiny_clip.weights, tmp_path / "w", "--drop-fraction", "0.5",
+                                 *cache)
+    assert code == 0 and "scored 0 now, 200 from the cache" in stdout
 
 
 def test_checked_view_input_keeps_its_bad_images_listed(tiny_clip, tmp_path):
