@@ -108,7 +108,23 @@ def validate(cfg):
         if r["query"] == "clip" and r["alpha"]:
             raise ConfigError("retrieval.alpha mixes a query: run query back in; a CLIP image feature is no MiniLM "
                               "embedding: use alpha 0 with query: clip")
+    if cfg["head"]["init"] == "clip_text":
+        check_clip_text_init(cfg)
     return cfg
+
+
+def check_clip_text_init(cfg):
+    """head.init clip_text needs the backbone's CLIP projection (an open_clip image tower), a linear head, a bank."""
+    if cfg["model"] != "backbone":
+        raise ConfigError("head.init clip_text is for model: backbone")
+    if cfg["backbone"]["source"] != "open_clip":
+        raise ConfigError("head.init clip_text needs the backbone's CLIP projection, which timm backbones drop (built "
+                          "headless, num_classes=0); use the open_clip image tower (backbone.source: open_clip, e.g. "
+                          "name EVA02-L-14-336 with pretrained merged2b_s6b_b61k)")
+    if cfg["head"]["type"] != "linear":
+        raise ConfigError("head.init clip_text starts a linear head; set head.type: linear")
+    if not cfg["head"]["init_bank"]:
+        raise ConfigError("head.init clip_text needs head.init_bank: a prompts.csv (python -m datagen.prompts)")
 
 
 def config_hash(cfg, inputs=None):

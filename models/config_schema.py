@@ -112,6 +112,11 @@ MODEL_CONFIG = {
         "type": Key("linear", str, choices=("linear", "mlp")),  # mlp: Linear-BN-ReLU-Linear
         "hidden": Key(1024, int, ge=1),
         "dropout": Key(0.0, float, ge=0, lt=1),
+        # clip_text: a linear head on the unit image embedding, started at the least-squares map from the bank's
+        # CLIP-text features (the backbone's own open_clip text tower) to their MiniLM embeddings (models/head_init.py)
+        "init": Key(None, str, null=True, choices=("clip_text",), neutral=None),
+        # the bank of head.init: a prompts.csv (python -m datagen.prompts) or its folder; its content is hashed
+        "init_bank": Key(None, str, null=True, hashed=False),
     },
     "loss": {
         "type": Key("cosine", str, choices=("cosine", "residual_mse")),

@@ -82,6 +82,10 @@ class TrainingData:
                  "train_ids": p["train_images"]["ids_sha256"], "test_ids": p["test_images"]["ids_sha256"]}
         if self.groups_sha256:  # only runs with an inner split read it: the others keep their hash
             ident["groups"] = self.groups_sha256
+        if cfg["head"]["init"]:  # the bank the head starts from (models/head_init.py), by content
+            from models.head_init import bank_identity
+
+            ident["head_init_bank"] = bank_identity(cfg["head"]["init_bank"])
         if source == "shards":  # cache and stream give the same batches; shards their own order (and maybe pixels)
             ident["shards"] = {"shuffle_buffer": cfg["data"]["shuffle_buffer"],
                                "pixels": pixel_identity(self.shards, cfg["image"]["size"])}
