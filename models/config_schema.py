@@ -117,6 +117,8 @@ MODEL_CONFIG = {
         "init": Key(None, str, null=True, choices=("clip_text",), neutral=None),
         # the bank of head.init: a prompts.csv (python -m datagen.prompts) or its folder; its content is hashed
         "init_bank": Key(None, str, null=True, hashed=False),
+        # the fit's ridge, relative to the text features' mean variance (models/head_init.py)
+        "init_ridge": Key(0.1, float, gt=0, neutral=0.1),
     },
     "loss": {
         "type": Key("cosine", str, choices=("cosine", "residual_mse")),

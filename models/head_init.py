@@ -27,7 +27,11 @@ from core.io import save_npy, sha256_json
 
 HEAD_INIT_DIR = "clip_head_init"
 TEXT_CACHE_DIR = "text_embeddings"  # MiniLM rows by text, under data.cache_dir (core.targets.DEFAULT_TEXT_CACHE)
-RIDGE = 1e-4  # relative to the mean diagonal of the features' covariance: a bank of near-duplicates stays solvable
+# The ridge, relative to the mean variance of the text features (head.init_ridge). The map is fitted on text
+# features and applied to image features, which differ from their captions' (CLIP's modality gap): a small
+# ridge lets it amplify those differences. Tiny open_clip, 64-d, 200-prompt bank (docs/training.md):
+# ridge 1e-4 started at cosine 0.17 (mean embedding 0.52), 0.1 at 0.58, 1 at 0.58.
+RIDGE = 0.1
 FIT_CHUNK = 65_536
 _log = logging.getLogger(__name__)
 
@@ -40,7 +44,7 @@ class UnitInputLinear(nn.Linear):
 
 
 def fit_linear_map(x, y, ridge=RIDGE, chunk=FIT_CHUNK):
-    """(A (d, k), c (k,)) minimising |x A + c - y|^2 + lam |A|^2, lam = ridge x mean diagonal of cov(x).
+    """(A (d, k), c (k,)) minimising |x A + c - y|^2 / n + lam |A|^2, lam = ridge x mean diagonal of cov(x).
 
     Normal equations accumulated in float64 over chunks of rows, so a bank of millions of (memory-
     mapped float16) rows is never in memory as float64."""
@@ -85,7 +89,7 @@ def bank_identity(path):
     return weights_identity(path)
 
 
-def clip_text_map(backbone, bank, cache_dir, embedder=None, progress=False, device="cpu"):
+def clip_text_map(backbone, bank, cache_dir, ridge=RIDGE, embedder=None, progress=False, device="cpu"):
     """(A, c): the bank's unit CLIP-text features (the text tower of `backbone`, an open_clip section) -> their
     MiniLM embeddings, fitted once per (text tower, bank, embedder) and cached under `cache_dir`."""
     from core.targets import default_embedder_path, embed_prompts_cached, embedder_fingerprint
@@ -96,7 +100,7 @@ def clip_text_map(backbone, bank, cache_dir, embedder=None, progress=False, devi
     text_id = clip_identity(name, pretrained)
     embedder = str(embedder or default_embedder_path())
     key = sha256_json({"text_tower": text_id, "bank": bank_identity(bank), "embedder": embedder_fingerprint(embedder),
-                       "ridge": RIDGE})[:32]
+                       "ridge": ridge})[:32]
     path = Path(cache_dir) / HEAD_INIT_DIR / f"{key}.npy"
     if path.is_file():
         fitted = np.load(path)
@@ -110,7 +114,7 @@ def clip_text_map(backbone, bank, cache_dir, embedder=None, progress=False, devi
 
     feats = cached_text_features(cache_dir, text_id, prompts, text_features)
     minilm, _ = embed_prompts_cached(prompts, Path(cache_dir) / TEXT_CACHE_DIR, embedder, progress=progress)
-    a, c = fit_linear_map(feats, minilm)
+    a, c = fit_linear_map(feats, minilm, ridge)
     save_npy(path, np.vstack([a, c[None]]))
     _log.info("head.init clip_text: fitted the map from %d bank prompts (%s)", len(prompts), path)
     return a, c

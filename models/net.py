@@ -91,7 +91,8 @@ def init_head_from_clip_text(head, num_features, cfg, target_mean, target_std):
     from models.schema import ConfigError
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    a, c = clip_text_map(cfg["backbone"], cfg["head"]["init_bank"], cfg["data"]["cache_dir"], device=device)
+    a, c = clip_text_map(cfg["backbone"], cfg["head"]["init_bank"], cfg["data"]["cache_dir"], cfg["head"]["init_ridge"],
+                         device=device)
     if a.shape[0] != num_features:
         raise ConfigError(f"head.init clip_text: the backbone gives {num_features} features but its text tower "
                           f"{a.shape[0]}; the head needs the CLIP-projected image embedding")

@@ -56,6 +56,9 @@ def test_the_map_is_the_fit_of_the_banks_features(tiny_clip, fitted, monkeypatch
     again = clip_text_map(cfg["backbone"], cfg["head"]["init_bank"], cfg["data"]["cache_dir"])
     assert np.array_equal(again[0], a) and np.array_equal(again[1], c)
     assert len(list((cache / HEAD_INIT_DIR).glob("*.npy"))) == 1
+    monkeypatch.undo()
+    stronger = clip_text_map(cfg["backbone"], cfg["head"]["init_bank"], cfg["data"]["cache_dir"], ridge=1.0)
+    assert len(list((cache / HEAD_INIT_DIR).glob("*.npy"))) == 2 and np.abs(stronger[0]).max() < np.abs(a).max()
 
 
 @pytest.mark.parametrize("loss", ["cosine", "residual_mse"])
@@ -100,6 +103,7 @@ def test_hash_holds_the_init_and_the_banks_content(tiny_clip, tmp_path):
     plain = load_config("configs/vit_demo.yaml", [f"backbone.name={TINY_CLIP}", f"backbone.pretrained={tiny_clip.weights}",
                                                   "image.size=32", "head.type=linear", f"data.cache_dir={tmp_path}"])
     assert config_hash(cfg) != config_hash(plain)
+    assert config_hash(_cfg(tiny_clip, tmp_path, "head.init_ridge=1")) != config_hash(cfg)
     bank = tmp_path / "bank.csv"
     bank.write_text("imgId,prompt\na,one prompt\n")
     first = bank_identity(bank)
