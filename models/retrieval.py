@@ -56,6 +56,10 @@ def retrieval_identity(cfg):
         raise DataError(bank, "bank prompts file not found (retrieval.bank: a prompts.csv, e.g. from "
                               "`python -m datagen.prompts`)")
     identity = {"bank": file_sha256(bank)}
+    if r["query"] == "clip":  # a local weights file by its content
+        from models.retrieval_clip import towers_identity
+
+        identity["towers"] = towers_identity(cfg)
     if r["query"] == "run":
         metrics = Path(r["run"]) / METRICS_FILE
         if not metrics.is_file():

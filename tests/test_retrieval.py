@@ -1,9 +1,11 @@
 """model: retrieval with query: run: honest CV against a planted bank, offline inference without a text encoder."""
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from core.dataset import load_images, read_prompts
 from core.errors import DataError
@@ -158,3 +160,72 @@ def test_demo_bank_leaves_the_demo_alone_and_holds_nothing_near_a_test_prompt(tm
     sims = l2_normalize(embed_prompts(bank, progress=False)) @ l2_normalize(embed_prompts(test["prompt"].tolist(),
                                                                                          progress=False)).T
     assert sims.max() < 0.9
+
+
+@pytest.mark.parametrize("finetune", [0, 3])
+def test_clip_queries_are_honest_and_predict_offline_with_the_image_tower_only(planted, finetune, tmp_path,
+                                                                               monkeypatch):
+    """query: clip on the planted bank, towers as loaded (random init: keys cached once as float16 by towers and bank
+    texts, RUN/bank/keys.npy) or fine-tuned per fold (ClipLoss on the other folds' pairs: keys per fold). No OOF row
+    retrieves a prompt of its own fold; the run and its Kaggle pack predict the test images with neither a text
+    tower nor a text encoder."""
+    import open_clip
+
+    from models import clip_towers, knn_features
+    from models.clip_towers import TEXT_FEATURES_DIR, encode_images, text_features_key
+    from models.fold_outputs import fold_checkpoint
+    from models.predict import predict_images
+    from models.retrieval_clip import FOLD_KEYS_FILE, IMAGE_TOWER_FILE, image_tower, towers_identity
+    from pipeline.kaggle.pack import pack_run
+
+    project, cfg, _, data = planted
+    tuned_on, finetune_contrastive = [], clip_towers.finetune_contrastive
+    monkeypatch.setattr(clip_towers, "finetune_contrastive",
+                        lambda *a, **k: tuned_on.append(list(a[4])) or finetune_contrastive(*a, **k))
+
+    def clip_run(out):
+        clip_cfg = load_config(REPO / "configs" / "retrieval_demo.yaml", retrieval_overrides(
+            project, out, cfg["retrieval"]["bank"], ["retrieval.query=clip", "retrieval.run=null", "image.size=32",
+                                                     "backbone.source=open_clip", "backbone.name=tiny-ViT-2L-64-p8",
+                                                     f"retrieval.finetune_steps={finetune}", "train.lr=2e-3"]))
+        return clip_cfg, train_run(clip_cfg, progress=False)
+
+    out = tmp_path / "clip"
+    clip_cfg, metrics = clip_run(out)
+    assert np.isfinite(metrics["oof_cosine"])
+    bank = retrieval_bank.Bank(out / retrieval_bank.BANK_DIR)
+    texts = retrieval_bank.bank_prompts(cfg["retrieval"]["bank"])
+    truth = brute_force_matches(texts, data)
+    keys = []
+    for fold in range(data.k):
+        ckpt = torch.load(fold_checkpoint(out, fold), weights_only=False)
+        model, pre = image_tower(ckpt, fold_checkpoint(out, fold), "cpu")
+        feats = encode_images(model, pre, data.train["path"][data.folds == fold].tolist())
+        keys.append(np.load(fold_checkpoint(out, fold).parent / FOLD_KEYS_FILE) if finetune else
+                    np.load(out / retrieval_bank.BANK_DIR / retrieval_bank.KEYS_FILE))
+        _, _, nbr = retrieval.retrieve_fold(BankIndex(keys[-1]), bank, feats, feats[:1], fold, cfg["retrieval"])
+        assert not truth[nbr, fold].any()
+    prompts = data.train["prompt"].astype(str).to_numpy()
+    assert tuned_on == ([prompts[data.folds != f].tolist() for f in range(data.k)] if finetune else [])
+    assert keys[0].dtype == np.float16 and keys[0].shape == (bank.n, 64)
+    assert (not np.array_equal(keys[0], keys[1])) == bool(finetune)  # fine-tuned: each fold its own towers
+    monkeypatch.setattr(open_clip.model.CLIP, "encode_text", lambda *a, **k: pytest.fail("text tower ran"))
+    if not finetune:  # the cached keys: by the towers and the bank's texts, reused from disk by another run
+        cached = (Path(clip_cfg["data"]["cache_dir"]) / TEXT_FEATURES_DIR /
+                  f"{text_features_key(towers_identity(clip_cfg), texts)}.npy")
+        assert np.array_equal(np.load(cached), keys[0])
+        monkeypatch.setattr(knn_features, "_MEMO", type(knn_features._MEMO)())
+        _, again = clip_run(tmp_path / "again")
+        assert again["oof_cosine"] == metrics["oof_cosine"]
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)
+    paths = load_images(project / "data" / "test")["path"].tolist()
+    pred = predict_images(out, paths, progress=False)
+    ids = load_images(project / "data" / "test")["imgId"].tolist()
+    assert cosine_scores(pred, aligned(load_run(out), ids, "test")).min() > 1 - 1e-5
+    entry = pack_run("clip", out, tmp_path / "pack")
+    packed = tmp_path / "pack" / "clip"
+    assert cosine_scores(predict_images(packed, paths, progress=False), pred).min() > 1 - 1e-3
+    tower = (torch.load(packed / "folds" / "fold0" / "model.pt", weights_only=False)["image_tower"]["state_dict"]
+             if finetune else torch.load(packed / IMAGE_TOWER_FILE, weights_only=True))
+    assert {t.dtype for t in tower.values() if t.is_floating_point()} == {torch.float16}
+    assert not any(f.endswith(retrieval_bank.MATCHES_FILE) for f in entry["bank"]["files"])

@@ -53,7 +53,7 @@ from pathlib import Path
 from core.errors import DataError, exit_on_input_error
 from core.io import read_json, write_json
 from models.knn_features import PACKED_BACKBONES_DIR
-from pipeline.kaggle.checkpoints import FrozenBackbones, pack_checkpoint
+from pipeline.kaggle.checkpoints import FrozenBackbones, pack_checkpoint, pack_state_file
 from pipeline.kaggle.code import copy_code
 from pipeline.kaggle.notebook import write_notebook
 from pipeline.kaggle.wheels import DEFAULT_WHEELS, FAISS_WHEEL, TORCH_WHEELS, collect_wheels, wheel_specs
@@ -149,7 +149,7 @@ def pack_run(name, src, dest, fp16=True, backbones=None):
             rel = path.relative_to(src)
             print(f"  {name}/{rel}", flush=True)
             checkpoints[str(rel)] = pack_checkpoint(path, out / rel, f"{name}/{rel}", fp16, backbones)
-    bank = pack_bank(src, out) if metrics.get("model") == "retrieval" else None
+    bank = pack_bank(src, out, fp16) if metrics.get("model") == "retrieval" else None
     return {
         "source": str(Path(src).resolve()),
         "model": metrics.get("model"),
@@ -163,11 +163,13 @@ def pack_run(name, src, dest, fp16=True, backbones=None):
     }
 
 
-def pack_bank(src, out):
+def pack_bank(src, out, fp16=True):
     """A retrieval run's bank as inference reads it (RUN/bank/: float16 MiniLM embeddings, the text-tower keys of a
-    query: clip run, bank.json; a fine-tuned clip fold's keys travel in its fold folder); its MANIFEST entry."""
+    query: clip run, bank.json; a fine-tuned clip fold's keys travel in its fold folder) and a query: clip run's
+    image tower (fp16; never its text tower); its MANIFEST entry."""
     from models.fold_outputs import FOLDS_DIR
     from models.retrieval_bank import BANK_DIR, BANK_META, INFERENCE_FILES, KEYS_FILE
+    from models.retrieval_clip import IMAGE_TOWER_FILE
 
     files = [Path(BANK_DIR) / f for f in INFERENCE_FILES if (src / BANK_DIR / f).is_file()]
     files += sorted(p.relative_to(src) for p in (src / FOLDS_DIR).glob(f"fold*/bank_{KEYS_FILE}"))
@@ -176,6 +178,9 @@ def pack_bank(src, out):
     for rel in files:
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src / rel, out / rel)
+    if (src / IMAGE_TOWER_FILE).is_file():
+        pack_state_file(src / IMAGE_TOWER_FILE, out / IMAGE_TOWER_FILE, fp16)
+        files.append(Path(IMAGE_TOWER_FILE))
     meta = read_json(src / BANK_DIR / BANK_META)
     return {"n": meta["n"], "source": meta["source"], "files": [str(f) for f in files],
             "bytes": sum((out / f).stat().st_size for f in files)}
