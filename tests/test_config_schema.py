@@ -20,6 +20,7 @@ SHIPPED = {
     "eva_demo.yaml": "c358685f71a0983055f81c33ddbbd463e287e22d04632ac9f619e04f5895d03e",
     "knn_clip_h14.yaml": "144566a7e884fb80e4afe619840e12dfb68485891af89bdc8e9951d911f4727b",
     "knn_demo.yaml": "0cb1b92b9e4a0dda50457e5857fd82101d5f629337da2ed0568a5ca30c1d46d1",
+    "retrieval_clip_h14.yaml": "04d4da1ddadb26cf9b1f4b31af4c4ee1ac4c73b201d83bf25d569716a7ed54ef",
     "retrieval_demo.yaml": "1e541a4882dc5c2aaa51351009fc6e13c1c33d8e403f2857c5dcbffdb9ec22f4",
     "vit_demo.yaml": "3f166941e347f49693bd6745015a81348d6faae03bf0df600ea79dc3ecf12f6b",
     "vit_h14.yaml": "f4474d841da302acba8031ecc6609b6312ef298640c39e0e2582ac7c33074d5c",
