@@ -11,8 +11,6 @@ Code blocks by info string:
     bash bench  benchmarks (long): each must answer --help; their numbers come from real runs
 Relative links between the pages must point at files and headings that exist.
 """
-import contextlib
-import io
 import os
 import re
 import shlex
@@ -255,15 +253,18 @@ def test_generate_commands_cpu_stand_ins(tmp_path, env):
     assert {p.name for p in data.glob("prompts.*-of-*.csv")} == {"prompts.0-of-2.csv", "prompts.1-of-2.csv"}
 
 
-def test_retrieval_commands_cpu_stand_ins(readme_workspace, env, tiny_clip, tmp_path):
+def test_retrieval_commands_cpu_stand_ins(readme_workspace, tiny_clip, tmp_path, monkeypatch, capsys):
     """docs/retrieval.md's GPU walk on the CPU: the filter, the query: clip member and the pipeline's plan, with a
-    tiny open_clip model trained contrastively (conftest tiny_clip) in place of ViT-H-14 laion2b."""
+    tiny open_clip model trained contrastively (conftest tiny_clip) in place of ViT-H-14 laion2b. In this process
+    (each command's `main`), in the README workspace."""
     import pandas as pd
     import yaml
 
     from core.runs import load_run
     from datagen.filter import main as filter_main
     from models.config import load_config
+    from models.train import main as train_main
+    from pipeline.run import main as pipeline_main
     from tests.clip_fixtures import TINY_CLIP, TINY_SIZE
 
     filt, train, pipe = [c for c in blocks("bash gpu", ["docs/retrieval.md"])]
@@ -271,15 +272,14 @@ def test_retrieval_commands_cpu_stand_ins(readme_workspace, env, tiny_clip, tmp_
     tower = {"--model": TINY_CLIP, "--pretrained": str(tiny_clip.weights), "--data": str(tiny_clip.data / "train"),
              "--out": str(tmp_path / "sd2_clip")}
     argv = [tower.get(argv[i - 1], a) if i else a for i, a in enumerate(argv)]
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert filter_main(argv + ["--workers", "0", "--device", "cpu", "--batch-size", "64"]) == 0
+    assert filter_main(argv + ["--workers", "0", "--device", "cpu", "--batch-size", "64"]) == 0
     assert len(pd.read_csv(tmp_path / "sd2_clip" / "prompts.csv")) == 190  # 5% of 200 pairs dropped
     demo = {k: v for k, v in load_config(REPO / "configs" / "vit_demo.yaml")["data"].items()
             if k in ("train", "test", "targets", "folds")}  # the walk's demo set in place of data/train
     sets = [f"backbone.name={TINY_CLIP}", f"backbone.pretrained={tiny_clip.weights}", f"image.size={TINY_SIZE}",
-            "train.num_threads=1", *(f"data.{k}={v}" for k, v in demo.items())]
-    run(shlex.split(train.replace("python", sys.executable, 1)) + [a for s in sets for a in ("--set", s)] +
-        ["--no-progress"], readme_workspace, env)
+            *(f"data.{k}={v}" for k, v in demo.items())]
+    monkeypatch.chdir(readme_workspace)
+    assert train_main(shlex.split(train)[3:] + [a for s in sets for a in ("--set", s)] + ["--no-progress"]) == 0
     run_dir = readme_workspace / "work" / "runs" / "retrieval_clip_h14"
     assert np.isfinite(load_run(run_dir).oof).all() and (run_dir / "bank" / "keys.npy").is_file()
     config = readme_workspace / shlex.split(pipe)[2]
@@ -287,5 +287,7 @@ def test_retrieval_commands_cpu_stand_ins(readme_workspace, env, tiny_clip, tmp_
     config.write_text(next(b for info, b in FENCED.findall(read_page("docs/retrieval.md"))
                            if info.strip() == "yaml" and "models:" in b))
     assert yaml.safe_load(config.read_text())["data"]["train"] == "data/sd2_clip"
-    res = run([str(REPO / "run_all.sh"), *shlex.split(pipe)[1:], "--list"], readme_workspace, env)
-    assert "train:retrieval_clip_h14" in res.stdout and "train:knn_clip_h14" in res.stdout
+    capsys.readouterr()
+    assert pipeline_main(shlex.split(pipe)[1:] + ["--list"]) == 0
+    plan = capsys.readouterr().out
+    assert "train:retrieval_clip_h14" in plan and "train:knn_clip_h14" in plan
