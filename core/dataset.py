@@ -35,6 +35,9 @@ REQUIRED_COLUMNS = ("imgId", "prompt")
 # The unreadable images a scan found: imgId (the file stem), path, reason.
 BAD_IMAGES_FILE = "bad_images.csv"
 BAD_IMAGES_COLUMNS = ("imgId", "path", "reason")
+# The pairs a filter left out of a view (datagen.filter: low CLIP score), in bad_images.csv's columns.
+DROPPED_FILE = "dropped.csv"
+LEFT_OUT_FILES = (BAD_IMAGES_FILE, DROPPED_FILE)  # a view's lists of images it leaves out on purpose
 _SHOWN = 10  # ids listed in an error or warning message
 
 
@@ -195,8 +198,9 @@ def load_dataset(data_dir, require_prompts=False, encoding="utf-8", skip_ids=Non
                 f"{prompts_path} have no image: {_shown(missing)})",
             )
         left_out = set(() if skip_ids is None else skip_ids)
-        if (data_dir / BAD_IMAGES_FILE).is_file():  # a checked view (write_checked_view): its known bad images
-            left_out |= set(read_bad_images(data_dir / BAD_IMAGES_FILE)["imgId"])
+        for name in LEFT_OUT_FILES:  # a view (write_checked_view): the images it leaves out on purpose
+            if (data_dir / name).is_file():
+                left_out |= set(read_bad_images(data_dir / name)["imgId"])
         unlisted = sorted(set(images) - set(frame["imgId"]) - left_out)
         if unlisted:
             _log.warning("%s: %d image(s) have no row in %s and are left out (a set still being generated?): %s",
@@ -256,11 +260,12 @@ def read_bad_images(path):
     return read_id_table(path, BAD_IMAGES_COLUMNS, unique=False)
 
 
-def write_checked_view(data_dir, out_dir, bad, frame):
+def write_checked_view(data_dir, out_dir, bad, frame, left_out_file=BAD_IMAGES_FILE):
     """A training set without its unreadable images, for every later stage to read as one:
     OUT/prompts.csv (the rows of the readable images, extra columns kept), OUT/images -> DATA/images
     (a link: nothing copied) and OUT/bad_images.csv (the rows left out, with the reasons).
-    `frame`: DATA as load_dataset read it."""
+    `frame`: DATA as load_dataset read it. `bad`: [(image path, reason)] left out, listed in
+    OUT/`left_out_file` (datagen.filter's view: dropped.csv, the pairs it scored too low)."""
     import os
 
     from core.io import save_csv
@@ -270,7 +275,8 @@ def write_checked_view(data_dir, out_dir, bad, frame):
     bad_ids = {Path(p).stem for p, _ in bad}
     kept = frame[~frame["imgId"].isin(bad_ids)]
     if kept.empty:
-        raise DataError(data_dir / IMAGES_DIR, f"none of the {len(frame)} images is readable")
+        what = "is readable" if left_out_file == BAD_IMAGES_FILE else "is kept"
+        raise DataError(data_dir / IMAGES_DIR, f"none of the {len(frame)} images {what}")
     out_dir.mkdir(parents=True, exist_ok=True)
     link = out_dir / IMAGES_DIR
     if link.is_symlink() or link.exists():
@@ -278,7 +284,7 @@ def write_checked_view(data_dir, out_dir, bad, frame):
             raise DataError(link, f"exists and is not a link to {data_dir / IMAGES_DIR}; remove it")
     else:
         link.symlink_to(data_dir / IMAGES_DIR, target_is_directory=True)
-    write_bad_images(out_dir / BAD_IMAGES_FILE, bad)
+    write_bad_images(out_dir / left_out_file, bad)
     save_csv(out_dir / PROMPTS_FILE, kept)  # last: the view is complete once its prompts.csv is there
     return kept
 

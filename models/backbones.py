@@ -280,19 +280,25 @@ def prefix_regex(rx, prefix):
     return f"^{re.escape(prefix)}(?:{body})"
 
 
+def create_open_clip_model(name, pretrained, image_size=None, kwargs=None, device="cpu"):
+    """The whole open_clip model (both towers): name and tag checked, a local file loaded by open_clip's loader."""
+    import open_clip
+
+    check_open_clip_name(name, pretrained)
+    if pretrained and _is_file_ref(pretrained) and not Path(pretrained).is_file():
+        raise BackboneError(f"{pretrained}: checkpoint file not found")
+    try:
+        return open_clip.create_model(name, pretrained=pretrained or None, force_image_size=image_size,
+                                      device=device, **dict(kwargs or {}))
+    except RuntimeError as e:  # state-dict mismatches surface as RuntimeError
+        raise BackboneError(f"open_clip {name!r} with weights {pretrained!r}: weights do not fit ({e})") from e
+
+
 @register_source("open_clip")
 def create_open_clip_backbone(section, image_size, pretrained):
     import open_clip
 
-    name = section["name"]
-    check_open_clip_name(name, pretrained)
-    if pretrained and _is_file_ref(pretrained) and not Path(pretrained).is_file():
-        raise BackboneError(f"{pretrained}: checkpoint file not found")
-    kwargs = dict(section.get("kwargs") or {})
-    try:
-        model = open_clip.create_model(name, pretrained=pretrained or None, force_image_size=image_size, **kwargs)
-    except RuntimeError as e:  # state-dict mismatches surface as RuntimeError
-        raise BackboneError(f"open_clip {name!r} with weights {pretrained!r}: weights do not fit ({e})") from e
+    model = create_open_clip_model(section["name"], pretrained, image_size, section.get("kwargs"))
     visual = model.visual
     cfg = open_clip.get_model_preprocess_cfg(model)
     del model  # drop the text tower

@@ -14,6 +14,7 @@ from core.io import sha256_json
 from models import schema
 from models.config_schema import (
     MODEL_CONFIG,
+    SECTIONS_ADDED_LATER,
     TTA_PRESETS,
     TTA_VIEWS,
     canonical_tta,
@@ -95,7 +96,35 @@ def validate(cfg):
         raise ConfigError("backbone.name is required")
     if cfg["model"] == "knn" and bool(cfg["knn"]["features_from"]) == bool(cfg["knn"]["backbone"]):
         raise ConfigError("knn needs exactly one of knn.features_from or knn.backbone")
+    if cfg["model"] == "retrieval":
+        r = cfg["retrieval"]
+        if not r["bank"]:
+            raise ConfigError("retrieval needs retrieval.bank (a prompts.csv)")
+        if r["query"] == "run" and not r["run"]:
+            raise ConfigError("retrieval.query: run needs retrieval.run (a trained run directory)")
+        if r["query"] == "clip" and (cfg["backbone"]["source"] != "open_clip" or not cfg["backbone"]["name"]):
+            raise ConfigError("retrieval.query: clip needs an open_clip model with both towers: backbone.source: "
+                              "open_clip and backbone.name")
+        if r["query"] == "clip" and r["alpha"]:
+            raise ConfigError("retrieval.alpha mixes a query: run query back in; a CLIP image feature is no MiniLM "
+                              "embedding: use alpha 0 with query: clip")
+    if cfg["head"]["init"] == "clip_text":
+        check_clip_text_init(cfg)
     return cfg
+
+
+def check_clip_text_init(cfg):
+    """head.init clip_text needs the backbone's CLIP projection (an open_clip image tower), a linear head, a bank."""
+    if cfg["model"] != "backbone":
+        raise ConfigError("head.init clip_text is for model: backbone")
+    if cfg["backbone"]["source"] != "open_clip":
+        raise ConfigError("head.init clip_text needs the backbone's CLIP projection, which timm backbones drop (built "
+                          "headless, num_classes=0); use the open_clip image tower (backbone.source: open_clip, e.g. "
+                          "name EVA02-L-14-336 with pretrained merged2b_s6b_b61k)")
+    if cfg["head"]["type"] != "linear":
+        raise ConfigError("head.init clip_text starts a linear head; set head.type: linear")
+    if not cfg["head"]["init_bank"]:
+        raise ConfigError("head.init clip_text needs head.init_bank: a prompts.csv (python -m datagen.prompts)")
 
 
 def config_hash(cfg, inputs=None):
@@ -112,4 +141,7 @@ def config_hash(cfg, inputs=None):
         for k in keys[:-1]:
             node = node[k]
         node.pop(keys[-1], None)
+    for section in SECTIONS_ADDED_LATER:
+        if hashed.get(section) == {}:  # every key left out: the hash of a config from before the section
+            hashed.pop(section)
     return sha256_json({"config": hashed, "inputs": inputs or {}})

@@ -13,6 +13,10 @@ from core.images import INTERPOLATION
 from models.knn_index import INDEX_KINDS
 from models.schema import ConfigError, Key
 
+RETRIEVAL_QUERIES = ("run", "clip")
+# Sections added after runs were finished: left out of the hash while every key in them is (unhashed or at its
+# neutral value), so those runs keep their hash.
+SECTIONS_ADDED_LATER = ("retrieval",)
 TTA_VIEWS = ("none", "flip", "crops", "norm2", "resize")
 # The original string values, each the list of views it always meant: such a list is stored (and
 # hashed) as its string, so runs configured either way share a hash.
@@ -76,7 +80,7 @@ def _three(v, positive=False):
 MODEL_CONFIG = {
     "name": Key(None, str, default_from="the config file's stem", test=_run_name,
                 must="a run name (a folder name: no slashes)"),
-    "model": Key("backbone", str, choices=("backbone", "knn")),
+    "model": Key("backbone", str, choices=("backbone", "knn", "retrieval")),
     "seed": Key(42, int),
     "backbone": {
         "source": Key("timm", str, choices=("timm", "open_clip")),
@@ -108,6 +112,13 @@ MODEL_CONFIG = {
         "type": Key("linear", str, choices=("linear", "mlp")),  # mlp: Linear-BN-ReLU-Linear
         "hidden": Key(1024, int, ge=1),
         "dropout": Key(0.0, float, ge=0, lt=1),
+        # clip_text: a linear head on the unit image embedding, started at the least-squares map from the bank's
+        # CLIP-text features (the backbone's own open_clip text tower) to their MiniLM embeddings (models/head_init.py)
+        "init": Key(None, str, null=True, choices=("clip_text",), neutral=None),
+        # the bank of head.init: a prompts.csv (python -m datagen.prompts) or its folder; its content is hashed
+        "init_bank": Key(None, str, null=True, hashed=False),
+        # the fit's ridge, relative to the text features' mean variance (models/head_init.py)
+        "init_ridge": Key(0.1, float, gt=0, neutral=0.1),
     },
     "loss": {
         "type": Key("cosine", str, choices=("cosine", "residual_mse")),
@@ -155,6 +166,30 @@ MODEL_CONFIG = {
         "index": Key("auto", str, choices=INDEX_KINDS, neutral="auto"),
         "nprobe": Key(8, int, ge=1, neutral=8),  # ivf: cells searched per query (bench/bench_knn.py)
         "nlist": Key(None, int, null=True, ge=1, neutral=None),  # ivf: cells; null: ~sqrt(bank rows)
+    },
+    # model: retrieval (models/retrieval.py): the prediction is the softmax(cosine / temperature)-weighted mean of
+    # the MiniLM embeddings of the k bank prompts nearest to a query. Added after runs were finished: every key
+    # is hash-neutral at its default, so a config without the section keeps its hash.
+    "retrieval": {
+        # run: a trained run's predictions are the queries, the bank's MiniLM embeddings its keys;
+        # clip: the images through an open_clip image tower (the `backbone` section), the bank through its text tower
+        "query": Key("run", str, choices=RETRIEVAL_QUERIES, neutral="run"),
+        "run": Key(None, str, null=True, hashed=False),  # query: run: the run directory (its config hash is hashed)
+        "bank": Key(None, str, null=True, hashed=False),  # a prompts.csv (its content's sha256 is hashed)
+        "add_training_prompts": Key(False, bool, neutral=False),  # the training prompts join the bank
+        "k": Key(20, int, ge=1, neutral=20),
+        "temperature": Key(0.05, float, gt=0, neutral=0.05),  # weights = softmax(cosine / temperature)
+        # the prediction: (1 - alpha) x the retrieved mean + alpha x the query (query: run; each L2-normalised)
+        "alpha": Key(0.0, float, ge=0, le=1, neutral=0.0),
+        "index": Key("auto", str, choices=INDEX_KINDS, neutral="auto"),  # as knn.index
+        "nprobe": Key(8, int, ge=1, neutral=8),
+        "nlist": Key(None, int, null=True, ge=1, neutral=None),
+        # honest CV: a bank prompt within this cosine of a fold's training prompt is never retrieved for that
+        # fold's OOF rows; null: the threshold the folds were grouped at (folds.json beside folds.csv, else 0.9)
+        "match_threshold": Key(None, float, null=True, gt=0, neutral=None),
+        # query: clip: contrastive fine-tuning steps of both towers per fold on the training pairs (0: as loaded;
+        # learning rate train.lr, batch train.batch_size)
+        "finetune_steps": Key(0, int, ge=0, neutral=0),
     },
     "data": {
         "train": Key("work/data/demo/train", str, test=bool, must="a path", hashed=False),

@@ -81,6 +81,16 @@ def save_fold_outputs(run_dir, fold, chash, checkpoint, oof, test, log_rows, sta
     return score
 
 
+def model_label(cfg):
+    """What predicts, in metrics.json's `backbone`: source:name, or where a kNN's / retrieval's queries come from."""
+    if cfg["model"] == "retrieval":
+        r = cfg["retrieval"]
+        on = f"{cfg['backbone']['source']}:{cfg['backbone']['name']}" if r["query"] == "clip" else r["run"]
+        return f"retrieval from {r['bank']} ({r['query']} queries: {on})"
+    source = cfg["backbone"] if cfg["model"] == "backbone" else (cfg["knn"]["backbone"] or {})
+    return f"{source.get('source')}:{source.get('name')}" if source else f"features of {cfg['knn']['features_from']}"
+
+
 def assemble_run(cfg, chash, data, run_dir, wall_seconds):
     """Every fold finished: merge them into oof.npy / test.npy / metrics.json / ... (core.runs format)."""
     dim = data.targets.shape[1]
@@ -95,11 +105,10 @@ def assemble_run(cfg, chash, data, run_dir, wall_seconds):
         fold_stats[k] = read_json(d / DONE_FILE)
     scores = cosine_scores(oof, data.targets)
     rates = [s["train_images_per_sec"] for s in fold_stats.values() if s.get("train_images_per_sec")]
-    source = cfg["backbone"] if cfg["model"] == "backbone" else (cfg["knn"]["backbone"] or {})
     metrics = {
         "name": cfg["name"],
         "model": cfg["model"],
-        "backbone": f"{source.get('source')}:{source.get('name')}" if source else f"features of {cfg['knn']['features_from']}",
+        "backbone": model_label(cfg),
         "oof_cosine": float(scores.mean()),
         "fold_cosine": {str(k): float(scores[data.folds == k].mean()) for k in range(data.k)},
         "epochs": {str(k): s.get("epochs_trained") for k, s in fold_stats.items()},

@@ -121,13 +121,13 @@ def extract_features(model, pre, source, batch_size, device, precision, env=None
     return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float16)
 
 
-def cached_features(cache_dir, key, compute, meta=None):
-    """Features under `key`: from this process's memo, else CACHE_DIR/knn_features/<key>.npy, else
+def cached_features(cache_dir, key, compute, meta=None, folder=FEATURES_DIR):
+    """Features under `key`: from this process's memo, else CACHE_DIR/<folder>/<key>.npy, else
     `compute(path)` (which writes that file and returns the array, or None off the main process)."""
     if key in _MEMO:
         _MEMO.move_to_end(key)
         return _MEMO[key]
-    path = Path(cache_dir) / FEATURES_DIR / f"{key}.npy"
+    path = Path(cache_dir) / folder / f"{key}.npy"
     if path.is_file():
         feats = np.load(path, mmap_mode="r")
     else:

@@ -107,6 +107,8 @@ class BankIndex:
 
     search() -> (similarities (Q, k) float32, best first; positions in `rows` (Q, k) int64). IVF
     queries whose `nprobe` cells hold fewer than k rows (tiny cells) are searched exactly instead.
+    search(allowed=mask): only the positions where the bool mask is true (one index, many folds' exclusions:
+    faiss's IDSelectorBitmap for IVF, the allowed rows of each chunk for flat).
     """
 
     def __init__(self, bank, kind="flat", nprobe=DEFAULT_NPROBE, centroids=None, seed=0, rows=None):
@@ -115,13 +117,19 @@ class BankIndex:
         self.kind, self.nprobe = resolve_kind(kind, self.n), int(nprobe)
         self.centroids, self._ivf = None, None
         if self.kind == "ivf":
+            # train_cells samples (and normalises) the rows it trains on: the bank is never converted whole
             self.centroids = _f32(centroids) if centroids is not None else train_cells(
-                self._chunk(0, self.n), default_nlist(self.n), seed)
+                self.bank if self.rows is None else self.bank[self.rows], default_nlist(self.n), seed)
             self._ivf = self._build_ivf()
 
-    def _chunk(self, start, stop):
-        rows = self.bank[start:stop] if self.rows is None else self.bank[self.rows[start:stop]]
-        return l2_normalize(rows)
+    def _chunk(self, start, stop, allowed=None):
+        """Unit float32 rows of positions start..stop (only the allowed ones) and their positions."""
+        pos = np.arange(start, min(stop, self.n)) if allowed is None else np.flatnonzero(allowed[start:stop]) + start
+        if self.rows is not None:
+            rows = self.bank[self.rows[pos]]
+        else:
+            rows = self.bank[start:stop] if allowed is None else self.bank[pos]
+        return l2_normalize(rows), pos
 
     def _build_ivf(self):
         faiss = import_faiss()
@@ -132,33 +140,47 @@ class BankIndex:
                                               faiss.METRIC_INNER_PRODUCT)
         index.is_trained = True  # cells given; fp16 codes need no training
         for s in range(0, self.n, BANK_CHUNK):
-            index.add(self._chunk(s, s + BANK_CHUNK))
+            index.add(self._chunk(s, s + BANK_CHUNK)[0])
         return index
 
-    def search(self, queries, k):
-        k = min(int(k), self.n)
+    def search(self, queries, k, allowed=None):
+        if allowed is not None:
+            allowed = np.asarray(allowed, dtype=bool)
+            if allowed.shape != (self.n,):
+                raise ValueError(f"allowed: a mask of {self.n} positions, got shape {allowed.shape}")
+        k = min(int(k), self.n if allowed is None else int(allowed.sum()))
         sims = np.empty((len(queries), k), dtype=np.float32)
         idx = np.empty((len(queries), k), dtype=np.int64)
+        if k == 0:
+            return sims, idx
+        search = self._search_ivf if self._ivf is not None else self._search_flat
         for s in range(0, len(queries), QUERY_CHUNK):
             q = l2_normalize(queries[s:s + QUERY_CHUNK])
-            search = self._search_ivf if self._ivf is not None else self._search_flat
-            sims[s:s + len(q)], idx[s:s + len(q)] = search(q, k)
+            sims[s:s + len(q)], idx[s:s + len(q)] = search(q, k, allowed)
         return sims, idx
 
-    def _search_ivf(self, q, k):
+    def _search_ivf(self, q, k, allowed=None):
         faiss = import_faiss()
-        sims, idx = self._ivf.search(q, k, params=faiss.SearchParametersIVF(nprobe=self.nprobe))
+        params = faiss.SearchParametersIVF(nprobe=self.nprobe)
+        if allowed is not None:
+            bits = np.packbits(allowed, bitorder="little")  # bit i of the bitmap: position i may be returned
+            params.sel = selector = faiss.IDSelectorBitmap(self.n, faiss.swig_ptr(bits))
+        sims, idx = self._ivf.search(q, k, params=params)
+        if allowed is not None:
+            del selector, bits  # faiss holds raw pointers: both lived until the search returned
         short = np.flatnonzero((idx < 0).any(axis=1))
         if len(short):
-            sims[short], idx[short] = self._search_flat(q[short], k)
+            sims[short], idx[short] = self._search_flat(q[short], k, allowed)
         return sims, idx
 
-    def _search_flat(self, q, k):
+    def _search_flat(self, q, k, allowed=None):
         faiss = import_faiss()
         best, arg = None, None
         for s in range(0, self.n, BANK_CHUNK):
-            chunk = self._chunk(s, s + BANK_CHUNK)
+            chunk, pos = self._chunk(s, s + BANK_CHUNK, allowed)
+            if not len(pos):
+                continue
             d, i = faiss.knn(q, chunk, min(k, len(chunk)), metric=faiss.METRIC_INNER_PRODUCT)
-            best, arg = _topk_merge(best, arg, d, i + s, k)
+            best, arg = _topk_merge(best, arg, d, pos[i], k)
         order = np.argsort(-best, axis=1, kind="stable")
         return np.take_along_axis(best, order, axis=1), np.take_along_axis(arg, order, axis=1)

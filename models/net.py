@@ -11,11 +11,13 @@ from torch import nn
 
 from core import EMBEDDING_DIM
 from models.backbones import create_backbone, prefix_regex
+from models.head_init import UnitInputLinear
 
 
-def make_head(kind, in_features, hidden=1024, dropout=0.0, out_features=EMBEDDING_DIM):
+def make_head(kind, in_features, hidden=1024, dropout=0.0, out_features=EMBEDDING_DIM, unit_input=False):
+    """unit_input (head.init clip_text): the linear head reads the L2-normalised features (models/head_init.py)."""
     if kind == "linear":
-        return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, out_features))
+        return nn.Sequential(nn.Dropout(dropout), (UnitInputLinear if unit_input else nn.Linear)(in_features, out_features))
     if kind == "mlp":
         return nn.Sequential(
             nn.Dropout(dropout),
@@ -69,7 +71,11 @@ class EmbeddingRegressor(nn.Module):
 def build_model(cfg, target_mean, target_std, load_weights=True):
     """The config's model; returns (model, preprocessing dict with mean/std/interpolation)."""
     bb = create_backbone(cfg["backbone"], cfg["image"]["size"], load_weights=load_weights)
-    head = make_head(cfg["head"]["type"], bb.num_features, cfg["head"]["hidden"], cfg["head"]["dropout"])
+    hcfg = cfg["head"]
+    clip_init = hcfg.get("init") == "clip_text"
+    head = make_head(hcfg["type"], bb.num_features, hcfg["hidden"], hcfg["dropout"], unit_input=clip_init)
+    if clip_init and load_weights:  # a checkpoint (inference, resume) brings its own head
+        init_head_from_clip_text(head, bb.num_features, cfg, target_mean, target_std)
     model = EmbeddingRegressor(bb.module, head, cfg["loss"]["type"], target_mean, target_std, bb.group_matcher)
     pre = {
         "mean": tuple(cfg["image"]["mean"] or bb.mean),
@@ -77,6 +83,20 @@ def build_model(cfg, target_mean, target_std, load_weights=True):
         "interpolation": cfg["image"]["interpolation"] or bb.interpolation,
     }
     return model, pre
+
+
+def init_head_from_clip_text(head, num_features, cfg, target_mean, target_std):
+    """The linear head set to the bank's CLIP-text -> MiniLM map (models/head_init.py)."""
+    from models.head_init import clip_text_map, init_head_weights
+    from models.schema import ConfigError
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    a, c = clip_text_map(cfg["backbone"], cfg["head"]["init_bank"], cfg["data"]["cache_dir"], cfg["head"]["init_ridge"],
+                         device=device)
+    if a.shape[0] != num_features:
+        raise ConfigError(f"head.init clip_text: the backbone gives {num_features} features but its text tower "
+                          f"{a.shape[0]}; the head needs the CLIP-projected image embedding")
+    init_head_weights(head[-1], a, c, cfg["loss"]["type"], target_mean, target_std)
 
 
 def training_loss(model, z, targets, loss_cfg):

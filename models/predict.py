@@ -5,7 +5,8 @@
 
 Writes OUT/pred.npy (float32 (N, 384), the mean of the folds' L2-normalised predictions) and
 OUT/ids.csv. Needs no network and no training data: each fold checkpoint holds its config,
-weights and the target statistics (a kNN run also holds its neighbour bank).
+weights and the target statistics (a kNN run also holds its neighbour bank; a retrieval run's bank
+lies in RUN/bank/ beside its folds).
 
 Images stream through decode workers (models/data), no cache on disk: the fold models that share
 an image size are run together on each decoded batch, so each image is decoded once per size
@@ -16,6 +17,8 @@ of them, or with --skip-bad-images they get the run's mean embedding (every row 
 and are listed in OUT/bad_images.csv.
 """
 import argparse
+import contextlib
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +28,7 @@ import pandas as pd
 
 from core.dataset import BAD_IMAGES_FILE, load_images, scan_images, unreadable_images_error, write_bad_images
 from core.errors import DataError, exit_on_input_error
-from core.io import read_json, save_csv, save_npy
+from core.io import read_json, save_csv, save_npy, sha256_strings
 from core.metric import l2_normalize
 from core.runs import MEAN_FILE, METRICS_FILE
 from models.config import ConfigError, canonical_tta
@@ -41,9 +44,9 @@ def is_constant_run(run_dir):
     return metrics.is_file() and read_json(metrics).get("model") == CONSTANT_MODEL
 
 
-def _predict_group(paths, ckpts, image_paths, batch_size, tta, device, workers, progress):
-    """Predictions of fold checkpoints (`paths`, loaded as `ckpts`) that share image settings, from one
-    pass over the images."""
+def _predict_group(names, ckpts, image_paths, batch_size, tta, device, workers, progress):
+    """Predictions of fold checkpoints (`ckpts`, named `names` in the progress bar) that share image settings,
+    from one pass over the images."""
     from models.data import StreamSource
     from models.engine import build_model_for_inference, predict_many
 
@@ -55,12 +58,60 @@ def _predict_group(paths, ckpts, image_paths, batch_size, tta, device, workers, 
     source = StreamSource(image_paths, [Path(p).stem for p in image_paths], cfg["image"]["size"],
                           cfg["image"]["interpolation"], workers)
     try:
-        names = ",".join(p.parent.name for p in paths)
         return predict_many(models, source, np.arange(len(image_paths)), batch_size or cfg["predict"]["batch_size"],
                             device, cfg["train"]["precision"], tta or cfg["predict"]["tta"], progress=progress,
-                            desc=names)
+                            desc=",".join(names))
     finally:
         source.close()
+
+
+_SHARED = []  # inside shared_fold_predictions(): {memo key: predictions}
+
+
+@contextlib.contextmanager
+def shared_fold_predictions():
+    """Within this block a trained fold model predicts a set of images once: a retrieval run querying with a
+    blended run's fold models (models.retrieval) reuses that run's predictions. Keyed by the fold model's
+    config hash and fold, the views and the images, so it is scoped to one submission, whose runs come from
+    one place."""
+    _SHARED.append({})
+    try:
+        yield
+    finally:
+        _SHARED.pop()
+
+
+def _memo_key(ckpt, image_paths, tta):
+    if not _SHARED or ckpt.get("config_hash") is None or ckpt.get("fold") is None:
+        return None
+    views = tta or ckpt["config"]["predict"]["tta"]
+    return ckpt["config_hash"], int(ckpt["fold"]), json.dumps(views), sha256_strings(image_paths)
+
+
+def predict_fold_models(ckpts, image_paths, batch_size=None, tta=None, device="cpu", workers=0, progress=False,
+                        folds_at_once=None, names=None):
+    """Predictions of trained fold models (checkpoints: config + state_dict) on `image_paths`, in `ckpts` order:
+    the models that share an image size run together on each decoded batch, `folds_at_once` at a time."""
+    names = names or [f"fold{c.get('fold')}" for c in ckpts]
+    out, groups = [None] * len(ckpts), {}
+    for i, ckpt in enumerate(ckpts):
+        key = _memo_key(ckpt, image_paths, tta)
+        if key is not None and key in _SHARED[-1]:
+            out[i] = _SHARED[-1][key]
+        else:
+            groups.setdefault((ckpt["config"]["image"]["size"], ckpt["config"]["image"]["interpolation"]), []).append(i)
+    for members in groups.values():
+        step = folds_at_once or len(members)
+        for s in range(0, len(members), step):
+            part = members[s:s + step]
+            preds = _predict_group([names[i] for i in part], [ckpts[i] for i in part], image_paths, batch_size, tta,
+                                   device, workers, progress)
+            for i, pred in zip(part, preds):
+                out[i] = pred
+                key = _memo_key(ckpts[i], image_paths, tta)
+                if key is not None:
+                    _SHARED[-1][key] = pred
+    return out
 
 
 def predict_images(run_dir, image_paths, batch_size=None, tta=None, cache_dir=None, device=None, progress=True,
@@ -76,27 +127,30 @@ def predict_images(run_dir, image_paths, batch_size=None, tta=None, cache_dir=No
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     workers = default_workers() if workers is None else workers
     image_paths = [str(p) for p in image_paths]
-    preds, groups = {}, {}
+    preds, trained = {}, []
     paths = fold_checkpoints(run_dir)
     with tempfile.TemporaryDirectory() as tmp:
         for path in paths:
             # memory-mapped: a fold model's weights are read when its model is built, once
             ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-            cfg = ckpt["config"]
-            if cfg["model"] == "knn":
+            model = ckpt["config"]["model"]
+            if model == "knn":
                 from models.knn import predict_knn_fold
 
                 preds[path] = predict_knn_fold(ckpt, image_paths, cache_dir or tmp, device, batch_size, progress,
                                                ckpt_path=path, workers=workers)
+            elif model == "retrieval":
+                from models.retrieval import predict_retrieval_fold
+
+                preds[path] = predict_retrieval_fold(ckpt, image_paths, path, device, batch_size, tta, workers,
+                                                     progress)
             else:
-                groups.setdefault((cfg["image"]["size"], cfg["image"]["interpolation"]), []).append((path, ckpt))
+                trained.append((path, ckpt))
             del ckpt
-    for members in groups.values():
-        step = folds_at_once or len(members)
-        for i in range(0, len(members), step):
-            chunk_paths, chunk_ckpts = zip(*members[i:i + step])
-            preds.update(zip(chunk_paths, _predict_group(chunk_paths, chunk_ckpts, image_paths, batch_size, tta,
-                                                         device, workers, progress)))
+    if trained:
+        done = predict_fold_models([c for _, c in trained], image_paths, batch_size, tta, device, workers, progress,
+                                   folds_at_once, names=[p.parent.name for p, _ in trained])
+        preds.update(zip([p for p, _ in trained], done))
     return sum(l2_normalize(preds[p]) for p in paths) / len(preds)
 
 

@@ -23,7 +23,8 @@ from core.dataset import load_images
 from core.errors import DataError, exit_on_input_error
 from core.submission import write_submission
 from ensemble.apply import ENSEMBLE_MANIFEST, apply_ensemble, read_manifest
-from models.predict import add_inference_args, predict_readable, scan_test_images, write_skipped
+from models.predict import (add_inference_args, predict_readable, scan_test_images, shared_fold_predictions,
+                            write_skipped)
 
 
 def make_submission(run_dirs, ensemble_dir, images_dir, out, batch_size=None, tta=None, device=None, progress=True,
@@ -37,12 +38,13 @@ def make_submission(run_dirs, ensemble_dir, images_dir, out, batch_size=None, tt
                         f"the ensemble blends {manifest['models']}; no run directory given for {missing}")
     readable, bad = scan_test_images(frame, skip_bad_images, progress)
     preds = {}
-    for name in manifest["models"]:
-        t0 = time.time()
-        preds[name] = predict_readable(runs[name], frame["path"].tolist(), readable, batch_size=batch_size, tta=tta,
-                                       device=device, progress=progress, workers=workers,
-                                       folds_at_once=folds_at_once)
-        print(f"{name}: {len(frame)} images in {time.time() - t0:.1f} s", flush=True)
+    with shared_fold_predictions():  # a retrieval run's query reuses its query run's fold predictions
+        for name in manifest["models"]:
+            t0 = time.time()
+            preds[name] = predict_readable(runs[name], frame["path"].tolist(), readable, batch_size=batch_size,
+                                           tta=tta, device=device, progress=progress, workers=workers,
+                                           folds_at_once=folds_at_once)
+            print(f"{name}: {len(frame)} images in {time.time() - t0:.1f} s", flush=True)
     blended = apply_ensemble(ensemble_dir, preds)
     write_submission(out, frame["imgId"].tolist(), blended)
     if skip_bad_images:

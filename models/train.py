@@ -82,6 +82,10 @@ class TrainingData:
                  "train_ids": p["train_images"]["ids_sha256"], "test_ids": p["test_images"]["ids_sha256"]}
         if self.groups_sha256:  # only runs with an inner split read it: the others keep their hash
             ident["groups"] = self.groups_sha256
+        if cfg["head"]["init"]:  # the bank the head starts from (models/head_init.py), by content
+            from models.head_init import bank_identity
+
+            ident["head_init_bank"] = bank_identity(cfg["head"]["init_bank"])
         if source == "shards":  # cache and stream give the same batches; shards their own order (and maybe pixels)
             ident["shards"] = {"shuffle_buffer": cfg["data"]["shuffle_buffer"],
                                "pixels": pixel_identity(self.shards, cfg["image"]["size"])}
@@ -198,6 +202,61 @@ def parse_folds(text, k):
     return folds
 
 
+def checked_inputs(cfg, env):
+    """(training data, image source kinds, identity beyond the config) of a run: the backbone named, the inputs
+    checked before any image is decoded."""
+    from models.backbones import check_backbone
+    from models.knn import frozen_backbone_section
+
+    towers = cfg["model"] == "retrieval" and cfg["retrieval"]["query"] == "clip"
+    section = cfg["backbone"] if cfg["model"] == "backbone" or towers else frozen_backbone_section(cfg)
+    if section:  # a model name or pretrained tag typo fails here, before any image is decoded
+        check_backbone(section)
+    data = TrainingData(cfg)
+    if (cfg["model"] == "knn" or towers) and data.shards:
+        raise RunError(f"{cfg['data']['train']}: kNN and CLIP retrieval runs read image files, not shards; point "
+                       f"data.train at the images")
+    kinds = data.sources(cfg, env) if cfg["model"] == "backbone" else None
+    identity = data.identity(cfg, kinds[0] if kinds else None)
+    if cfg["model"] == "knn" and cfg["knn"]["features_from"]:
+        # the kNN run is only as current as the run whose features it uses
+        src = Path(cfg["knn"]["features_from"]) / METRICS_FILE
+        if not src.is_file():
+            raise DataError(src, "the feature run (knn.features_from) is not finished; train it first")
+        identity["features_from"] = read_json(src)["config_hash"]
+    if cfg["model"] == "retrieval":  # as current as its bank's content and its query run
+        from models.retrieval import retrieval_identity
+
+        identity.update(retrieval_identity(cfg))
+    return data, kinds, identity
+
+
+def run_backbone_folds(cfg, chash, data, kinds, run_dir, folds, env, resume=False, progress=True):
+    """Every fold to run of a backbone regressor, over the run's train and test image sources."""
+    from models.data import open_source
+    from models.distributed import barrier
+
+    if env.is_main:
+        _log.info("%s: images from %s (train), %s (test)", cfg["name"], *kinds)
+        if data.shards:
+            verify_shards(cfg["data"]["train"], shard_stamp_path(cfg), progress)
+    barrier(env)
+    images = open_source(kinds[0], data.train, cfg, env, progress)
+    test_images = open_source(kinds[1], data.test, cfg, env, progress)
+    sampler = data.prompt_sampler(cfg)
+    try:
+        for k in parse_folds(folds, data.k):
+            if fold_done(run_dir, k, chash):
+                if env.is_main:
+                    _log.info("fold %d: finished earlier; skipped", k)
+                continue
+            run_fold(cfg, chash, data, k, images, test_images, run_dir, env, resume, progress, sampler)
+            barrier(env)
+    finally:
+        images.close()
+        test_images.close()
+
+
 def train_run(cfg, folds=None, resume=False, overwrite=False, progress=True, replace_changed=False):
     """Train (or continue) a run; returns metrics when the run is complete, else None."""
     import torch
@@ -210,24 +269,7 @@ def train_run(cfg, folds=None, resume=False, overwrite=False, progress=True, rep
 
         torch.set_num_threads(cfg["train"]["num_threads"] or max(1, (os.cpu_count() or 1) // env.world_size))
         t0 = time.time()
-        from models.backbones import check_backbone
-        from models.knn import frozen_backbone_section
-
-        section = cfg["backbone"] if cfg["model"] == "backbone" else frozen_backbone_section(cfg)
-        if section:  # a model name or pretrained tag typo fails here, before any image is decoded
-            check_backbone(section)
-        data = TrainingData(cfg)
-        if cfg["model"] == "knn" and data.shards:
-            raise RunError(f"{cfg['data']['train']}: kNN runs read image files, not shards; point data.train "
-                           f"at the images")
-        kinds = data.sources(cfg, env) if cfg["model"] != "knn" else None
-        identity = data.identity(cfg, kinds[0] if kinds else None)
-        if cfg["model"] == "knn" and cfg["knn"]["features_from"]:
-            # the kNN run is only as current as the run whose features it uses
-            src = Path(cfg["knn"]["features_from"]) / METRICS_FILE
-            if not src.is_file():
-                raise DataError(src, "the feature run (knn.features_from) is not finished; train it first")
-            identity["features_from"] = read_json(src)["config_hash"]
+        data, kinds, identity = checked_inputs(cfg, env)
         chash = config_hash(cfg, identity)
         run_dir = Path(cfg["out"])
         if not prepare_run_dir(run_dir, cfg, chash, overwrite, env, replace_changed):
@@ -239,28 +281,12 @@ def train_run(cfg, folds=None, resume=False, overwrite=False, progress=True, rep
             from models.knn import run_knn_folds
 
             run_knn_folds(cfg, chash, data, run_dir, parse_folds(folds, data.k), env, progress)
-        else:
-            from models.data import open_source
+        elif cfg["model"] == "retrieval":
+            from models.retrieval import run_retrieval_folds
 
-            if env.is_main:
-                _log.info("%s: images from %s (train), %s (test)", cfg["name"], *kinds)
-                if data.shards:
-                    verify_shards(cfg["data"]["train"], shard_stamp_path(cfg), progress)
-            barrier(env)
-            images = open_source(kinds[0], data.train, cfg, env, progress)
-            test_images = open_source(kinds[1], data.test, cfg, env, progress)
-            sampler = data.prompt_sampler(cfg)
-            try:
-                for k in parse_folds(folds, data.k):
-                    if fold_done(run_dir, k, chash):
-                        if env.is_main:
-                            _log.info("fold %d: finished earlier; skipped", k)
-                        continue
-                    run_fold(cfg, chash, data, k, images, test_images, run_dir, env, resume, progress, sampler)
-                    barrier(env)
-            finally:
-                images.close()
-                test_images.close()
+            run_retrieval_folds(cfg, chash, data, run_dir, parse_folds(folds, data.k), env, progress)
+        else:
+            run_backbone_folds(cfg, chash, data, kinds, run_dir, folds, env, resume, progress)
         if all(fold_done(run_dir, k, chash) for k in range(data.k)):
             metrics = None
             if env.is_main:

@@ -42,6 +42,8 @@ DEMO = {  # the procedural demo dataset (datagen.demo)
     "n_test": Key(REQUIRED, int, ge=1),
     "size": Key(REQUIRED, int, ge=8),  # image side in pixels
     "seed": Key(0, int, ge=0),
+    # prompts in the demo's bank per training image (datagen.demo.bank), written when a retrieval model reads it
+    "bank": Key(10, int, ge=1),
 }
 MODEL_ENTRY = {
     "config": Key(REQUIRED, str, test=bool, must="a model config path"),

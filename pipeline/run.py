@@ -10,7 +10,8 @@ Stages (`--list` prints the plan: what each waits for, its threads or GPUs, its 
     test-targets      the test prompts' embeddings (when the config gives test_prompts)
     folds             grouped K folds + prompt groups
     baseline          the constant mean-embedding run
-    train:<model>     one per model config (a kNN after the run whose features it reads)
+    bank              the demo's prompt bank (when a retrieval model reads it)
+    train:<model>     one per model config (a kNN or retrieval after the run whose features / predictions it reads)
     ensemble          the stacker, chosen and scored by nested CV; the test blend
     submission        WORK/submission.csv
     offline-submit    the submission again from the fold checkpoints and the blend alone

@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Planning hints: a stage's seconds in the default demo (README, Results), used only to order ready stages and
 # to plan threads; a training run 200, a kNN run on another run's features 10.
 TRAIN_WEIGHT, KNN_WEIGHT = 200.0, 10.0
+BANK_WEIGHT = 35.0  # the demo bank: 15,000 prompts embedded by MiniLM on 2 cores
 
 
 @dataclass
@@ -112,7 +113,7 @@ def build_stages(cfg, args):
                                           "--folds", str(data.folds), "--out", str(baseline)],
                         inputs=[data.folds, data.targets / TARGETS_FILE, data.test / IMAGES_DIR],
                         outputs=[baseline / RUN_MANIFEST], needs=["folds"] + data.data_stage, weight=2))
-    model_stages = _model_stages(cfg, args, work, py, data)
+    model_stages = _model_stages(cfg, args, work, py, data, stages)  # (a demo bank joins `stages`)
     return stages + model_stages + _blend_stages(cfg, work, py, data, model_stages)
 
 
@@ -167,9 +168,10 @@ def _data_stages(cfg, args, work, py):
     return stages, DataPaths(train, test, test_prompts, targets, folds, made_by)
 
 
-def _model_stages(cfg, args, work, py, data):
+def _model_stages(cfg, args, work, py, data, data_stages):
     """One `train:<name>` stage per model config, loaded by models.config with the overrides its stage runs
-    with: the run name and folder come from there, and a bad config stops the pipeline before stage 1."""
+    with: the run name and folder come from there, and a bad config stops the pipeline before stage 1. A stage a
+    model needs first (the demo's bank) is appended to `data_stages`."""
     stages, feature_runs = [], {}
     for entry in cfg["models"]:
         config = resolve_config(entry["config"])
@@ -180,25 +182,53 @@ def _model_stages(cfg, args, work, py, data):
         inputs = [Path(config), data.folds, data.targets / TARGETS_FILE, data.train / IMAGES_DIR,
                   data.test / IMAGES_DIR]
         needs = ["folds"] + data.data_stage
-        src = model["knn"]["features_from"]
-        if src:  # a kNN on a trained run's features: point it at that run inside this work tree
+        src, src_key = model["knn"]["features_from"], "knn.features_from"
+        if model["model"] == "retrieval":
+            sets, inputs, bank_stage = _retrieval_bank(model, cfg, args, work, py, data, sets, inputs, data_stages)
+            needs += bank_stage
+            src, src_key = (model["retrieval"]["run"], "retrieval.run") if model["retrieval"]["query"] == "run" \
+                else (None, None)
+        if src:  # a kNN on a trained run's features, a retrieval on its predictions: that run in this work tree
             src_run = work.run(Path(src).name)
-            sets.append(f"knn.features_from={src_run}")
+            sets.append(f"{src_key}={src_run}")
             inputs.append(src_run / RUN_MANIFEST)
         model = load_config(config, sets)  # exactly what the stage runs
         cmd = py + ["-m", "models.train", "--config", str(config), "--resume", "--replace-changed", "--no-progress"]
         for s in sets:
             cmd += ["--set", s]
-        weight = KNN_WEIGHT if model["model"] == "knn" and src else TRAIN_WEIGHT
+        weight = KNN_WEIGHT if model["model"] in ("knn", "retrieval") and src else TRAIN_WEIGHT
         stages.append(Stage(f"train:{model['name']}", cmd, inputs=inputs, outputs=[Path(model["out"]) / RUN_MANIFEST],
                             needs=needs, weight=weight, train=True, gpus=entry["gpus"],
                             threads=model["train"]["num_threads"], workers=model["data"]["workers"]))
         if src:
             feature_runs[stages[-1].name] = src_run
-    for stage in stages:  # a kNN waits for the run whose features it reads, wherever the list names it
-        if stage.name in feature_runs:
+    for stage in stages:  # a kNN (retrieval) waits for the run whose features (predictions) it reads, wherever
+        if stage.name in feature_runs:  # the list names it
             stage.needs += [s.name for s in stages if Path(s.outputs[0]).parent == feature_runs[stage.name]]
     return stages
+
+
+def _retrieval_bank(model, cfg, args, work, py, data, sets, inputs, stages):
+    """A retrieval run's bank: the demo's own (the `bank` stage writes it, once, before the first run that reads
+    it) when its config names the demo bank of the default work folder, else the prompts file it names.
+    Returns (overrides, inputs, [the bank stage's name] or [])."""
+    from datagen.demo.bank import BANK_DIR
+
+    bank = Path(model["retrieval"]["bank"])
+    demo = cfg["data"]["demo"]
+    if demo and bank == WorkTree(Path("work")).demo / BANK_DIR / PROMPTS_FILE:
+        bank = work.demo / BANK_DIR / PROMPTS_FILE
+        if not any(s.name == "bank" for s in stages):
+            n_train = getattr(args, "n_train", None) or demo["n_train"]
+            stages.append(Stage("bank", py + ["-m", "datagen.demo.bank", "--data", str(work.demo),
+                                              "--n", str(demo["bank"] * n_train), "--seed", str(demo["seed"]),
+                                              "--threshold", str(cfg["folds"]["threshold"]),
+                                              "--cache", str(work.text_cache)],
+                                inputs=[data.test_prompts], code=[REPO / "datagen" / "demo"],
+                                outputs=[bank], needs=data.data_stage, weight=BANK_WEIGHT))
+        return sets + [f"retrieval.bank={bank}"], inputs + [bank], ["bank"]
+    bank = bank.resolve()
+    return sets + [f"retrieval.bank={bank}"], inputs + [bank], []
 
 
 def _blend_stages(cfg, work, py, data, model_stages):

@@ -49,3 +49,12 @@ def tiny_pipeline(tmp_path_factory):
     from tests.pipeline_fixtures import build_tiny_pipeline
 
     return build_tiny_pipeline(tmp_path_factory.mktemp("tiny_pipeline"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A tiny open_clip model trained contrastively on 200 demo pairs, saved as a local weights file
+    (tests/clip_fixtures.py), once per session for the CLIP-tower, filter and head-init tests."""
+    from tests.clip_fixtures import train_tiny_clip
+
+    return train_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))

@@ -20,6 +20,8 @@ SHIPPED = {
     "eva_demo.yaml": "c358685f71a0983055f81c33ddbbd463e287e22d04632ac9f619e04f5895d03e",
     "knn_clip_h14.yaml": "144566a7e884fb80e4afe619840e12dfb68485891af89bdc8e9951d911f4727b",
     "knn_demo.yaml": "0cb1b92b9e4a0dda50457e5857fd82101d5f629337da2ed0568a5ca30c1d46d1",
+    "retrieval_clip_h14.yaml": "04d4da1ddadb26cf9b1f4b31af4c4ee1ac4c73b201d83bf25d569716a7ed54ef",
+    "retrieval_demo.yaml": "1e541a4882dc5c2aaa51351009fc6e13c1c33d8e403f2857c5dcbffdb9ec22f4",
     "vit_demo.yaml": "3f166941e347f49693bd6745015a81348d6faae03bf0df600ea79dc3ecf12f6b",
     "vit_h14.yaml": "f4474d841da302acba8031ecc6609b6312ef298640c39e0e2582ac7c33074d5c",
 }
@@ -104,7 +106,7 @@ ERRORS = [
     ("train.checkpoint_every=ten", "train.checkpoint_every: 'ten'; use optimizer updates (500) or minutes ('30min')"),
     ("train.checkpoint_every=-3", "train.checkpoint_every must be >= 0, got -3"),
     ("seed=1.5", "seed must be an integer, got 1.5 (float)"),
-    ("model=svm", "model must be backbone or knn, got 'svm'"),
+    ("model=svm", "model must be one of ['backbone', 'knn', 'retrieval'], got 'svm'"),
     ("backbone.source=keras", "backbone.source must be timm or open_clip, got 'keras'"),
     ("backbone.name=null", "backbone.name is required"),
     ("backbone.grad_checkpointing=1", "backbone.grad_checkpointing must be true or false, got 1 (int)"),
@@ -149,7 +151,7 @@ ERRORS = [
     ("train=3", "train must be a mapping (key: value lines), got 3"),
     ("grad_checkpointing=true", "unknown config key 'grad_checkpointing'; valid keys in the top level: "
                                 "['augment', 'backbone', 'data', 'head', 'image', 'knn', 'loss', 'model', 'name', "
-                                "'out', 'predict', 'seed', 'train']"),
+                                "'out', 'predict', 'retrieval', 'seed', 'train']"),
     ("train.epoch=3", "unknown config key 'train.epoch' (did you mean ['train.epochs']?); valid keys in train: "
                       "['batch_size', 'checkpoint_every', 'clip_grad', 'early_stopping_patience', 'ema_decay', "
                       "'epochs', 'eval_every', 'grad_accum', 'inner_val_fraction', 'layer_decay', "
@@ -157,7 +159,7 @@ ERRORS = [
                       "'warmup_epochs', 'weight_decay']"),
     ("trian.epochs=3", "unknown config key 'trian' (did you mean ['train']?); valid keys in the top level: "
                        "['augment', 'backbone', 'data', 'head', 'image', 'knn', 'loss', 'model', 'name', 'out', "
-                       "'predict', 'seed', 'train']"),
+                       "'predict', 'retrieval', 'seed', 'train']"),
     ("train.epochs.x=1", "override 'train.epochs.x=1': train.epochs is not a section"),
 ]
 
@@ -175,3 +177,22 @@ def test_knn_needs_one_feature_source():
     with pytest.raises(ConfigError) as e:
         load_config(path, ["knn.backbone={name: x}"])
     assert str(e.value) == f"{path}: knn needs exactly one of knn.features_from or knn.backbone"
+
+
+def test_retrieval_section_keeps_other_hashes_and_checks_its_keys():
+    """The retrieval section came after runs were finished: at its defaults it leaves every hash as it was (the
+    shipped hashes above); its keys are checked like the others and the rules between them hold."""
+    path = REPO / "configs" / "vit_demo.yaml"
+    assert config_hash(load_config(path, ["retrieval.k=20", "retrieval.query=run", "retrieval.bank=x.csv"])) == VIT
+    assert config_hash(load_config(path, ["retrieval.k=21"])) != VIT
+    for override, message in [("retrieval.query=text", "retrieval.query must be run or clip, got 'text'"),
+                              ("retrieval.alpha=1.5", "retrieval.alpha must be in [0, 1], got 1.5"),
+                              ("model=retrieval", "retrieval needs retrieval.bank (a prompts.csv)")]:
+        with pytest.raises(ConfigError) as e:
+            load_config(path, [override])
+        assert str(e.value) == f"{path}: {message}"
+    with pytest.raises(ConfigError, match="retrieval.query: run needs retrieval.run"):
+        load_config(path, ["model=retrieval", "retrieval.bank=b.csv"])
+    with pytest.raises(ConfigError, match="query: clip needs an open_clip model"):
+        load_config(REPO / "configs" / "convnext_demo.yaml", ["model=retrieval", "retrieval.bank=b.csv",
+                                                              "retrieval.query=clip"])

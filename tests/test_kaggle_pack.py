@@ -68,12 +68,19 @@ def packed(tmp_path_factory, kaggle_sample):
     # kNN on a frozen "pretrained" backbone whose weights are a local file: the pack must carry them
     weights, frozen = frozen_backbone_overrides(root / "pretrained")
     _train(root, "configs/knn_demo.yaml", runs / "knn_frozen", frozen)
+    # retrieval: vit_demo's predictions search a small demo bank (IVF: the pack carries its cells)
+    from datagen.demo.bank import write_bank
+
+    write_bank(root / "data", 120, seed=3)
+    _train(root, "configs/retrieval_demo.yaml", runs / "retrieval_demo",
+           [f"retrieval.run={runs / 'vit_demo'}", f"retrieval.bank={root / 'data' / 'bank' / 'prompts.csv'}",
+            "retrieval.index=ivf", "retrieval.nlist=4", "retrieval.nprobe=2"])
     from models.mean_baseline import main as mean_baseline
 
     assert mean_baseline(["--train", str(root / "data" / "train"), "--test", str(root / "data" / "test"),
                           "--targets", str(root / "targets"), "--folds", str(root / "folds.csv"),
                           "--out", str(runs / "mean_baseline")]) == 0
-    names = ["mean_baseline", "convnext_demo", "vit_demo", "knn_demo", "knn_frozen"]
+    names = ["mean_baseline", "convnext_demo", "vit_demo", "knn_demo", "knn_frozen", "retrieval_demo"]
     ens = root / "work" / "ensemble"
     # the ridge stacker: every dimension of every run feeds every output, so a packing error in any of them
     # shows, and the notebook applies ridge.npz (its weights.npz fallback travels too)
@@ -98,7 +105,8 @@ def packed(tmp_path_factory, kaggle_sample):
 
     # The notebook's code cells, run from a folder outside the repo with no PYTHONPATH: code from the pack only.
     script = root / "notebook_cells.py"
-    script.write_text(nbk.notebook_code(pack / "notebook.ipynb"))
+    script.write_text(nbk.notebook_code(pack / "notebook.ipynb")
+                      + '\nprint("text encoder imported:", "sentence_transformers" in sys.modules)\n')
     cwd = root / "kaggle_working"
     cwd.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -122,6 +130,7 @@ def test_notebook_from_the_pack_matches_the_fp32_runs(packed):
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     cos = np.sum(emb * packed.ref, axis=1)
     assert cos.min() > 1 - 1e-3, cos
+    assert "text encoder imported: False" in packed.nb.stdout  # the retrieval run searched its packed bank
     # the wheel was installed offline by the notebook's install cell
     assert "--no-index" in packed.nb.stdout and (packed.root / "pip_target" / "sdi2p_dummy" / "__init__.py").is_file()
 
@@ -131,7 +140,7 @@ def test_each_packed_run_predicts_like_its_source(packed, monkeypatch):
 
     monkeypatch.delenv(BACKBONES_ENV, raising=False)  # the frozen backbone is found beside the pack's runs
     paths = sorted(str(p) for p in packed.images.iterdir())
-    for name in ["convnext_demo", "vit_demo", "knn_demo", "knn_frozen"]:
+    for name in ["convnext_demo", "vit_demo", "knn_demo", "knn_frozen", "retrieval_demo"]:
         a = predict_images(packed.runs / name, paths, progress=False)
         b = predict_images(packed.pack / "runs" / name, paths, progress=False)
         cos = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
@@ -210,7 +219,7 @@ def test_clear_errors(packed, tmp_path, capsys):
     # --runs lacking one of the blended runs
     assert kp.main(["--ensemble", str(packed.ens), "--runs", str(packed.runs / "vit_demo"), "--out", out,
                     "--no-wheels"]) == 2
-    missing = "no run directory for ['mean_baseline', 'convnext_demo', 'knn_demo', 'knn_frozen']"
+    missing = "no run directory for ['mean_baseline', 'convnext_demo', 'knn_demo', 'knn_frozen', 'retrieval_demo']"
     assert missing in capsys.readouterr().err
     # an unfinished run (no manifest.json)
     unfinished = tmp_path / "runs" / "vit_demo"
@@ -280,3 +289,21 @@ def test_pack_holds_each_frozen_backbone_once(packed):
     # trained kNN features (knn_demo) stay per fold: each fold's model is its own
     assert not any(c["frozen_backbone"] for c in m["runs"]["knn_demo"]["checkpoints"].values())
     assert m["sizes"]["backbones"] == (pack / PACKED_BACKBONES_DIR / files[0]).stat().st_size
+
+
+def test_pack_carries_the_retrieval_bank_and_index_cells(packed):
+    """The bank's float16 MiniLM embeddings and bank.json (not the training-only matches), the IVF cells in each
+    fold, the query fold model in fp16; faiss is packed (the kNN runs need it too)."""
+    from models.retrieval_bank import BANK_DIR, BANK_META, MATCHES_FILE, VALUES_FILE
+
+    entry = packed.manifest["runs"]["retrieval_demo"]
+    bank = packed.pack / "runs" / "retrieval_demo" / BANK_DIR
+    assert sorted(p.name for p in bank.iterdir()) == sorted([BANK_META, VALUES_FILE]) and not (bank / MATCHES_FILE).exists()
+    values = np.load(bank / VALUES_FILE)
+    assert values.dtype == np.float16 and values.shape == (entry["bank"]["n"], 384)
+    assert np.array_equal(values, np.load(packed.runs / "retrieval_demo" / BANK_DIR / VALUES_FILE))
+    ckpt = torch.load(packed.pack / "runs" / "retrieval_demo" / "folds" / "fold0" / "model.pt", weights_only=False)
+    assert ckpt["index"]["kind"] == "ivf" and ckpt["index"]["centroids"].dtype == np.float32
+    assert ckpt["index"]["centroids"].shape == (4, 384)
+    assert ckpt["query"]["state_dict"]["head.1.weight"].dtype == torch.float16
+    assert ckpt["query"]["state_dict"]["target_mean"].dtype == torch.float32

@@ -24,7 +24,7 @@ from tests.conftest import SHARED_DATA
 from tests.model_fixtures import REPO
 
 PAGES = ["README.md", "docs/stages.md", "docs/report.md", "docs/training.md", "docs/training-set.md",
-         "docs/data.md", "docs/stacker.md", "docs/kaggle.md", "docs/benchmarks.md", "docs/demo.md"]
+         "docs/retrieval.md", "docs/data.md", "docs/stacker.md", "docs/kaggle.md", "docs/benchmarks.md", "docs/demo.md"]
 README_MAX_LINES = 300
 # The README's two set-up commands, byte for byte (CI runs the same steps).
 SETUP_COMMANDS = [
@@ -196,6 +196,10 @@ def test_gpu_commands_cpu_stand_ins(readme_workspace, env):
          "--holdout 0.02 --format jpeg --batch-size 8"): "generate",
         "python -m datagen.generate --merge data/sd2": "generate",
         "./run_all.sh --config configs/pipeline/generated.yaml --gpus 8": "generate",
+        # test_retrieval_commands_cpu_stand_ins runs these three:
+        "python -m datagen.filter --data data/sd2 --model ViT-H-14 --pretrained laion2b_s32b_b79k --drop-fraction 0.05 --out data/sd2_clip": "retrieval",
+        "python -m models.train --config configs/retrieval_clip_h14.yaml": "retrieval",
+        "./run_all.sh --config configs/pipeline/generated_clip.yaml --gpus 8": "retrieval",
     }
     assert blocks("bash gpu") == list(stand_ins), "a documented GPU command without a CPU stand-in"
     # run_all's plan for the 8 GPUs (--list: nothing runs): the four runs (the kNN on its own frozen ViT-H) side by
@@ -249,3 +253,43 @@ def test_generate_commands_cpu_stand_ins(tmp_path, env):
     assert len(train) + len(test) == 24 and len(test) >= 1
     assert sorted(p.name for p in (data / "images").iterdir()) == sorted(f"{i}.jpg" for i in train["imgId"])
     assert {p.name for p in data.glob("prompts.*-of-*.csv")} == {"prompts.0-of-2.csv", "prompts.1-of-2.csv"}
+
+
+def test_retrieval_commands_cpu_stand_ins(readme_workspace, tiny_clip, tmp_path, monkeypatch, capsys):
+    """docs/retrieval.md's GPU walk on the CPU: the filter, the query: clip member and the pipeline's plan, with a
+    tiny open_clip model trained contrastively (conftest tiny_clip) in place of ViT-H-14 laion2b. In this process
+    (each command's `main`), in the README workspace."""
+    import pandas as pd
+    import yaml
+
+    from core.runs import load_run
+    from datagen.filter import main as filter_main
+    from models.config import load_config
+    from models.train import main as train_main
+    from pipeline.run import main as pipeline_main
+    from tests.clip_fixtures import TINY_CLIP, TINY_SIZE
+
+    filt, train, pipe = [c for c in blocks("bash gpu", ["docs/retrieval.md"])]
+    argv = shlex.split(filt)[3:]
+    tower = {"--model": TINY_CLIP, "--pretrained": str(tiny_clip.weights), "--data": str(tiny_clip.data / "train"),
+             "--out": str(tmp_path / "sd2_clip")}
+    argv = [tower.get(argv[i - 1], a) if i else a for i, a in enumerate(argv)]
+    assert filter_main(argv + ["--workers", "0", "--device", "cpu", "--batch-size", "64"]) == 0
+    assert len(pd.read_csv(tmp_path / "sd2_clip" / "prompts.csv")) == 190  # 5% of 200 pairs dropped
+    demo = {k: v for k, v in load_config(REPO / "configs" / "vit_demo.yaml")["data"].items()
+            if k in ("train", "test", "targets", "folds")}  # the walk's demo set in place of data/train
+    sets = [f"backbone.name={TINY_CLIP}", f"backbone.pretrained={tiny_clip.weights}", f"image.size={TINY_SIZE}",
+            *(f"data.{k}={v}" for k, v in demo.items())]
+    monkeypatch.chdir(readme_workspace)
+    assert train_main(shlex.split(train)[3:] + [a for s in sets for a in ("--set", s)] + ["--no-progress"]) == 0
+    run_dir = readme_workspace / "work" / "runs" / "retrieval_clip_h14"
+    assert np.isfinite(load_run(run_dir).oof).all() and (run_dir / "bank" / "keys.npy").is_file()
+    config = readme_workspace / shlex.split(pipe)[2]
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(next(b for info, b in FENCED.findall(read_page("docs/retrieval.md"))
+                           if info.strip() == "yaml" and "models:" in b))
+    assert yaml.safe_load(config.read_text())["data"]["train"] == "data/sd2_clip"
+    capsys.readouterr()
+    assert pipeline_main(shlex.split(pipe)[1:] + ["--list"]) == 0
+    plan = capsys.readouterr().out
+    assert "train:retrieval_clip_h14" in plan and "train:knn_clip_h14" in plan

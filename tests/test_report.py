@@ -312,3 +312,25 @@ def test_ridge_stacker_tables(tmp_path):
     rows = {r[0]: r for r in blocks.rows}
     assert rows["a"][1] == pytest.approx(0.7) and rows["a"][2] == pytest.approx(0.0, abs=1e-6)
     assert rows["b"][1] == pytest.approx(0.3) and rows["b"][2] == pytest.approx(0.5, abs=1e-3)  # 0.09 own, 0.09 mixed
+
+
+def test_compare_two_ensembles_pairs_their_nested_cv_blends(demo, tmp_path):
+    """--compare of two ensemble folders: B - A of their oof_blend.npy rows, per image, bootstrapped over groups."""
+    from core.ids import read_ids
+    from ensemble.fit import main as fit
+
+    smaller = tmp_path / "without_one"
+    assert fit(["--runs", *map(str, demo["runs"][:2]), "--out", str(smaller), "--method", "per_dim",
+                "--shrinkage-grid", "1,0", "--no-lgbm", "--quiet"]) == 0
+    assert main(["--compare", str(smaller), str(demo["ensemble"]), "--out", str(tmp_path / "c"), *FAST]) == 0
+    d = json.loads((tmp_path / "c" / "report.json").read_text())["meta"]["difference"]
+    by_hand = []
+    for ens in (smaller, demo["ensemble"]):
+        ids = read_ids(ens / "oof_blend_ids.csv")
+        by_hand.append(mean_cosine(np.load(ens / "oof_blend.npy"), targets_for(demo["targets"], ids)))
+    assert d["diff"] == pytest.approx(by_hand[1] - by_hand[0], abs=1e-6)
+    assert d["ci_low"] <= d["diff"] <= d["ci_high"] and d["ci_low"] < d["ci_high"]
+    diff = table(json.loads((tmp_path / "c" / "report.json").read_text()), "change", "config_diff")
+    assert [r["config key"] for r in diff] == ["models", "nested_cv_cosine"]
+    with pytest.raises(SystemExit):  # one of each: refused
+        main(["--compare", str(smaller), str(demo["runs"][0]), "--out", str(tmp_path / "x"), *FAST])

@@ -197,7 +197,8 @@ def test_live_lines_show_each_running_stage_and_its_epoch(tmp_path):
     assert text.endswith("\n") and text.count("train:vit_demo") == 2  # and drawn again below it
 
 
-@pytest.mark.parametrize("config", ["configs/pipeline/demo.yaml", "tests/data/pipeline_tiny.yaml"])
+@pytest.mark.parametrize("config", ["configs/pipeline/demo.yaml", "tests/data/pipeline_tiny.yaml",
+                                    "configs/pipeline/demo_retrieval.yaml"])
 def test_every_stage_waits_for_the_stages_whose_outputs_it_reads(config, tmp_path):
     args = Namespace(work=str(tmp_path / "w"), n_train=None, n_test=None, size=None, model_set=[])
     stages = build_stages(load_pipeline(REPO / config), args)
@@ -212,4 +213,7 @@ def test_every_stage_waits_for_the_stages_whose_outputs_it_reads(config, tmp_pat
     if "train:knn_demo" in names:
         assert "train:vit_demo" in names["train:knn_demo"].needs
         assert {n for n in names if n.startswith("train:")} <= set(names["ensemble"].needs)
+    if "train:retrieval_demo" in names:  # its queries are vit_demo's predictions, its bank the demo's
+        assert {"train:vit_demo", "bank"} <= set(names["train:retrieval_demo"].needs)
+        assert names["bank"].needs == ["data"] and "bank" not in names["ensemble"].needs
     assert anc["score"] == set(names) - {"score"}  # the summary is the last stage

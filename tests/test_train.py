@@ -151,7 +151,7 @@ def test_clear_errors_for_bad_weights_and_names(tmp_path):
 
 
 PRODUCTION_CONFIGS = ("configs/convnext_xxl.yaml", "configs/eva02_l.yaml", "configs/vit_h14.yaml",
-                      "configs/knn_clip_h14.yaml")
+                      "configs/knn_clip_h14.yaml", "configs/retrieval_clip_h14.yaml")
 
 
 def test_production_names_exist_in_installed_libraries():

@@ -1,7 +1,7 @@
 """Random streams and the choices drawn from them."""
 import numpy as np
 
-STREAMS = {"scene": 1, "wording": 2, "render": 3, "split": 4, "copies": 5}
+STREAMS = {"scene": 1, "wording": 2, "render": 3, "split": 4, "copies": 5, "bank": 6}  # bank: datagen.demo.bank
 
 
 def stream(seed, name, *index):

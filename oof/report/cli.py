@@ -3,6 +3,7 @@
     python -m oof.report --runs work/runs/mean_baseline work/runs/convnext_demo ...
         [--ensemble work/ensemble] [--test-targets work/targets/test] [--out work/report]
     python -m oof.report --compare work/runs/old work/runs/new [--out work/report/compare-old-vs-new]
+    python -m oof.report --compare work_a/ensemble work_b/ensemble   # two stacks: their nested-CV OOF blends
 
 Targets, folds, groups, prompts and images are found through the runs' metrics.json unless
 given as options. A run folder without manifest.json (still training) is listed, not read.
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 from core.errors import exit_on_input_error
+from oof.report.ensemble_pair import is_ensemble_dir, load_ensemble_pair
 from oof.report.build import JSON_FILE, SUMMARY_FILE, build_compare, build_report, write_report
 from oof.report.load import load_inputs
 from oof.report.plots import SAMPLE_ROWS
@@ -28,7 +30,8 @@ def build_parser():
     what = ap.add_mutually_exclusive_group(required=True)
     what.add_argument("--runs", nargs="+", metavar="RUN_DIR", help="run directories (core/runs.py format)")
     what.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
-                      help="the comparison page of two runs (same ids and folds): B - A")
+                      help="the comparison page of two runs, or of two fitted ensembles' nested-CV OOF blends "
+                           "(oof_blend.npy; same ids and folds): B - A")
     ap.add_argument("--ensemble", default=None, metavar="ENS_DIR", help="a fitted ensemble folder (ensemble.fit --out)")
     ap.add_argument("--test-targets", default=None, metavar="DIR",
                     help="held-out test targets (core.targets folder): adds test scores; left out without it")
@@ -50,6 +53,18 @@ def build_parser():
     return ap
 
 
+def compare_inputs(parser, args, common):
+    """--compare: two runs, or two ensembles' nested-CV OOF blends."""
+    ensembles = [is_ensemble_dir(p) for p in args.compare]
+    if all(ensembles):
+        if args.test_targets:
+            parser.error("--test-targets: the comparison of two ensembles compares their nested-CV OOF blends only")
+        return load_ensemble_pair(args.compare, args.targets, args.folds, args.prompts, args.images)
+    if any(ensembles):
+        parser.error("--compare takes two runs or two ensemble folders, not one of each")
+    return load_inputs(args.compare, require_all_finished=True, **common)
+
+
 @exit_on_input_error
 def main(argv=None):
     parser = build_parser()
@@ -69,7 +84,7 @@ def main(argv=None):
     opts = dict(n_boot=args.bootstrap, seed=args.seed, sample_size=args.sample, by_column=args.by_column,
                 progress=not args.quiet)
     if args.compare:
-        inputs = load_inputs(args.compare, require_all_finished=True, **common)
+        inputs = compare_inputs(parser, args, common)
         a, b = inputs.names
         out = Path(args.out or f"work/report/compare-{Path(a).name}-vs-{Path(b).name}")
         t_load = time.perf_counter() - t0

@@ -42,7 +42,7 @@ def scoreboard(an):
 
     for run in sorted(inputs.runs, key=lambda r: -an.overall[r.name]):
         m = run.metrics
-        kind = "constant" if m.get("model") == CONSTANT_MODEL else "model"
+        kind = {CONSTANT_MODEL: "constant", "ensemble": "stack: nested-CV OOF blend"}.get(m.get("model"), "model")
         row(run.name, kind, an.per_fold[run.name], an.overall[run.name], an.test.get(run.name),
             m.get("wall_seconds", m.get("seconds")), m.get("train_images_per_sec"), m.get("name"),
             (m.get("config_hash") or "")[:12] or None)

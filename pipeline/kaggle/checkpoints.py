@@ -109,3 +109,15 @@ def pack_checkpoint(src, dst, rel, fp16=True, backbones=None):
     return {"bytes": dst.stat().st_size, "source_bytes": Path(src).stat().st_size, "sha256": sha256_file(dst),
             "fp16_tensors": counts["cast"], "fp16_saved_bytes": counts["saved"], "fp32_overflow_kept": counts["kept"],
             "frozen_backbone": frozen}
+
+
+def pack_state_file(src, dst, fp16=True):
+    """Copy a saved state dict (a retrieval run's image tower) with its fp32 tensors cast to fp16; its bytes."""
+    import torch
+
+    state = torch.load(src, map_location="cpu", weights_only=True)
+    if fp16:
+        state = _half(state, counts=_new_counts())
+    with atomic_path(dst) as tmp:
+        torch.save(state, tmp)
+    return Path(dst).stat().st_size

@@ -11,10 +11,11 @@ The cells use the standard library only until `use_packed_code` puts the pack's 
 # # Stable Diffusion - Image to Prompts: offline inference
 #
 # Attach two inputs (Internet off): the competition data and the pack dataset written by
-# `python -m pipeline.kaggle.pack` (code, wheels, fold checkpoints, each frozen kNN backbone once,
-# fitted ensemble). The cells
+# `python -m pipeline.kaggle.pack` (code, wheels, fold checkpoints, each frozen kNN backbone once, each
+# retrieval run's prompt bank, fitted ensemble). The cells
 # install the packed wheels without an index, put the packed code on `sys.path`, predict every test
-# image with every fold of every blended run, blend them with the fitted ensemble (the weights,
+# image with every fold of every blended run (a retrieval run searches its packed bank: no text encoder
+# runs here), blend them with the fitted ensemble (the weights,
 # ridge or LightGBM stacker that `ensemble/ensemble.json` names; numpy only unless LightGBM) and write
 # `/kaggle/working/submission.csv`. An unreadable test image does not stop the notebook: it gets the
 # runs' mean embedding (blended like the others, so every row is written) and is listed in

@@ -13,7 +13,11 @@ half-written folder under a valid name):
     OUT/runs/<name>/     metrics.json, mean_embedding.npy, folds/fold<k>/model.pt for every run the
                          ensemble blends; floating fp32 tensors / arrays cast to fp16 (target_mean /
                          target_std stay fp32; `load_state_dict` copies fp16 into the fp32 model).
-                         A kNN fold holds its own neighbour bank (float16 features + targets).
+                         A kNN fold holds its own neighbour bank (float16 features + targets);
+                         a retrieval run's prompt bank is RUN/bank/ (float16 MiniLM embeddings,
+                         the text-tower keys of query: clip), its folds hold the query model and
+                         the faiss index's kind, nprobe and IVF cells (the lists are rebuilt
+                         from the keys when the notebook loads them)
     OUT/backbones/       each frozen kNN backbone's weights once (fp16), named by the kNN fold
                          checkpoints that use it, so the notebook needs no download
     OUT/ensemble/        ensemble.json and what it names: weights.npz (always: the weight blend or the
@@ -21,7 +25,8 @@ half-written folder under a valid name):
     OUT/wheels/          `pip download --only-binary=:all: --no-deps` of the listed packages, at the
                          versions pinned in requirements.txt (else the installed ones); torch and
                          torchvision only with --with-torch (Kaggle's images ship them); faiss-cpu
-                         when a packed run is a kNN (its neighbour search), lightgbm for that stacker
+                         when a packed run is a kNN or a retrieval (their search), lightgbm for that
+                         stacker
     OUT/notebook.ipynb   installs the wheels offline, runs models.submit.make_submission on the
                          competition's images, writes /kaggle/working/submission.csv and checks it
     OUT/MANIFEST.json    what is inside: sizes, sha256 of the checkpoints, the runs' config hashes
@@ -48,7 +53,7 @@ from pathlib import Path
 from core.errors import DataError, exit_on_input_error
 from core.io import read_json, write_json
 from models.knn_features import PACKED_BACKBONES_DIR
-from pipeline.kaggle.checkpoints import FrozenBackbones, pack_checkpoint
+from pipeline.kaggle.checkpoints import FrozenBackbones, pack_checkpoint, pack_state_file
 from pipeline.kaggle.code import copy_code
 from pipeline.kaggle.notebook import write_notebook
 from pipeline.kaggle.wheels import DEFAULT_WHEELS, FAISS_WHEEL, TORCH_WHEELS, collect_wheels, wheel_specs
@@ -144,6 +149,7 @@ def pack_run(name, src, dest, fp16=True, backbones=None):
             rel = path.relative_to(src)
             print(f"  {name}/{rel}", flush=True)
             checkpoints[str(rel)] = pack_checkpoint(path, out / rel, f"{name}/{rel}", fp16, backbones)
+    bank = pack_bank(src, out, fp16) if metrics.get("model") == "retrieval" else None
     return {
         "source": str(Path(src).resolve()),
         "model": metrics.get("model"),
@@ -153,7 +159,31 @@ def pack_run(name, src, dest, fp16=True, backbones=None):
         "fold_cosine": metrics.get("fold_cosine"),
         "folds_sha256": (metrics.get("folds") or {}).get("sha256"),
         "checkpoints": checkpoints,
+        **({"bank": bank} if bank else {}),
     }
+
+
+def pack_bank(src, out, fp16=True):
+    """A retrieval run's bank as inference reads it (RUN/bank/: float16 MiniLM embeddings, the text-tower keys of a
+    query: clip run, bank.json; a fine-tuned clip fold's keys travel in its fold folder) and a query: clip run's
+    image tower (fp16; never its text tower); its MANIFEST entry."""
+    from models.fold_outputs import FOLDS_DIR
+    from models.retrieval_bank import BANK_DIR, BANK_META, INFERENCE_FILES, KEYS_FILE
+    from models.retrieval_clip import IMAGE_TOWER_FILE
+
+    files = [Path(BANK_DIR) / f for f in INFERENCE_FILES if (src / BANK_DIR / f).is_file()]
+    files += sorted(p.relative_to(src) for p in (src / FOLDS_DIR).glob(f"fold*/bank_{KEYS_FILE}"))
+    if not (src / BANK_DIR / BANK_META).is_file():
+        raise DataError(src / BANK_DIR / BANK_META, "missing: the retrieval run's bank (train the run to the end)")
+    for rel in files:
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / rel, out / rel)
+    if (src / IMAGE_TOWER_FILE).is_file():
+        pack_state_file(src / IMAGE_TOWER_FILE, out / IMAGE_TOWER_FILE, fp16)
+        files.append(Path(IMAGE_TOWER_FILE))
+    meta = read_json(src / BANK_DIR / BANK_META)
+    return {"n": meta["n"], "source": meta["source"], "files": [str(f) for f in files],
+            "bytes": sum((out / f).stat().st_size for f in files)}
 
 
 def pack_ensemble(ensemble_dir, dest):
@@ -231,7 +261,8 @@ def _wheel_packages(wheels, with_torch, method, run_entries):
         packages += [p for p in TORCH_WHEELS if p not in packages]
     if packages and method == "lgbm" and "lightgbm" not in packages:
         packages.append("lightgbm")
-    if packages and any(r["model"] == "knn" for r in run_entries.values()) and FAISS_WHEEL not in packages:
+    searches = any(r["model"] in ("knn", "retrieval") for r in run_entries.values())  # faiss at inference
+    if packages and searches and FAISS_WHEEL not in packages:
         packages.append(FAISS_WHEEL)
     return packages
 
@@ -328,7 +359,8 @@ def main(argv=None):
     wh = ap.add_mutually_exclusive_group()
     wh.add_argument("--wheels", nargs="+", default=list(DEFAULT_WHEELS), metavar="PKG",
                     help="packages to pack as wheels, NAME or NAME==VERSION (default: %(default)s; lightgbm is "
-                         "added when the ensemble is the LightGBM stacker, faiss-cpu when a run is a kNN)")
+                         "added when the ensemble is the LightGBM stacker, faiss-cpu when a run is a kNN or a "
+                         "retrieval)")
     wh.add_argument("--no-wheels", action="store_true", help="pack no wheels (the notebook skips the install)")
     ap.add_argument("--with-torch", action="store_true", help="also pack torch and torchvision (Kaggle has them)")
     ap.add_argument("--wheel-dir", default=None, help="take wheels found here, pip download the others into it "

@@ -1,0 +1,5 @@
+import sys
+
+from datagen.filter.cli import main
+
+sys.exit(main())
