@@ -268,7 +268,8 @@ def _open_clip_group_matcher(visual):
         }
     return {
         "stem": r"^visual\.(?:conv1|class_embedding|positional_embedding|ln_pre|patch_dropout)",
-        "blocks": [(r"^visual\.transformer\.resblocks\.(\d+)", None), (r"^visual\.(?:ln_post|proj|attn_pool)", (99999,))],
+        "blocks": [(r"^visual\.transformer\.resblocks\.(\d+)", None),
+                   (r"^visual\.(?:ln_post|proj|attn_pool)", (99999,))],
     }
 
 

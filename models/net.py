@@ -17,7 +17,8 @@ from models.head_init import UnitInputLinear
 def make_head(kind, in_features, hidden=1024, dropout=0.0, out_features=EMBEDDING_DIM, unit_input=False):
     """unit_input (head.init clip_text): the linear head reads the L2-normalised features (models/head_init.py)."""
     if kind == "linear":
-        return nn.Sequential(nn.Dropout(dropout), (UnitInputLinear if unit_input else nn.Linear)(in_features, out_features))
+        linear = UnitInputLinear if unit_input else nn.Linear
+        return nn.Sequential(nn.Dropout(dropout), linear(in_features, out_features))
     if kind == "mlp":
         return nn.Sequential(
             nn.Dropout(dropout),

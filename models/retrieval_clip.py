@@ -83,8 +83,8 @@ def _finetuned(cfg, data, fold, device):
     rows = np.flatnonzero(data.folds != fold)
     model, losses = finetune_contrastive(model, tokenizer, pre, data.train["path"].iloc[rows].tolist(),
                                          data.train["prompt"].iloc[rows].tolist(), cfg["retrieval"]["finetune_steps"],
-                                         cfg["train"]["lr"], cfg["train"]["batch_size"], derived_seed(cfg["seed"], fold),
-                                         device)
+                                         cfg["train"]["lr"], cfg["train"]["batch_size"],
+                                         derived_seed(cfg["seed"], fold), device)
     _log.info("retrieval fold %d: CLIP fine-tune %d steps, loss %.4f -> %.4f", fold, len(losses), losses[0], losses[-1])
     return model, pre, tokenizer
 

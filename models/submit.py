@@ -23,8 +23,13 @@ from core.dataset import load_images
 from core.errors import DataError, exit_on_input_error
 from core.submission import write_submission
 from ensemble.apply import ENSEMBLE_MANIFEST, apply_ensemble, read_manifest
-from models.predict import (add_inference_args, predict_readable, scan_test_images, shared_fold_predictions,
-                            write_skipped)
+from models.predict import (
+    add_inference_args,
+    predict_readable,
+    scan_test_images,
+    shared_fold_predictions,
+    write_skipped,
+)
 
 
 def make_submission(run_dirs, ensemble_dir, images_dir, out, batch_size=None, tta=None, device=None, progress=True,

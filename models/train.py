@@ -10,8 +10,8 @@ predictions), metrics.json, train_log.csv, manifest.json (last).
 
 A finished run with the same config hash is skipped; a different hash is an error naming both
 unless --overwrite (delete it) or --replace-changed (move it aside to OUT.replaced-<its hash>, kept;
-run_all.sh passes this, so an edited config retrains). A killed run continues with --resume: finished folds are kept, the
-interrupted fold continues from its last checkpoint (epoch ends, every `train.checkpoint_every`,
+run_all.sh passes this, so an edited config retrains). A killed run continues with --resume: finished folds are
+kept, the interrupted fold continues from its last checkpoint (epoch ends, every `train.checkpoint_every`,
 and the one SIGTERM / SIGINT writes before the process exits), position in the epoch included.
 """
 import argparse

@@ -74,7 +74,8 @@ def parse_args(argv):
                     help="scan the training images first; leave unreadable ones out of every stage (listed in "
                          "WORK/data/checked/bad_images.csv) instead of failing on them")
     ap.add_argument("--list", action="store_true",
-                    help="print the plan (each stage, what it waits for, its threads or GPUs, its command); run nothing")
+                    help="print the plan (each stage, what it waits for, its threads or GPUs, its command); "
+                         "run nothing")
     return ap.parse_args(argv)
 
 

@@ -13,12 +13,12 @@ from typing import Optional
 
 from core.dataset import IMAGES_DIR, PROMPTS_FILE, TEST_PROMPTS_FILE
 from core.errors import DataError
-from core.targets import META_FILE, TARGETS_FILE
+from core.runs import RUN_MANIFEST
 from core.submission import SUBMISSION_FILE
+from core.targets import META_FILE, TARGETS_FILE
 from ensemble.apply import SCORES_FILE
 from models.config import load_config
 from oof.report import HTML_FILE
-from core.runs import RUN_MANIFEST
 from pipeline.config import resolve_config
 from pipeline.layout import WorkTree
 
@@ -151,7 +151,8 @@ def _data_stages(cfg, args, work, py):
     # prompt embeddings cached by text under this work folder (not the repository's); the cache takes
     # concurrent writers (append-only shards), so test-targets runs beside the training set's stages
     text_cache = ["--cache", str(work.text_cache)]
-    stages.append(Stage("targets", py + ["-m", "core.targets", "--prompts", str(train), "--out", str(targets)] + text_cache,
+    stages.append(Stage("targets",
+                        py + ["-m", "core.targets", "--prompts", str(train), "--out", str(targets)] + text_cache,
                         inputs=[train / PROMPTS_FILE], outputs=[targets / META_FILE], needs=["scan"], weight=13))
     if test_prompts:
         stages.append(Stage("test-targets", py + ["-m", "core.targets", "--prompts", str(test_prompts),
@@ -250,13 +251,15 @@ def _blend_stages(cfg, work, py, data, model_stages):
     # Offline inference (fold checkpoints + blend, from the test images alone) must reproduce the
     # stacker's submission: every run proves that what ships to Kaggle predicts what was scored.
     offline = work.offline_submission
-    stages.append(Stage("offline-submit", py + ["-m", "models.submit", "--runs", *map(str, stacked), "--ensemble", str(ens),
-                                                "--images", str(test), "--out", str(offline)],
+    stages.append(Stage("offline-submit", py + ["-m", "models.submit", "--runs", *map(str, stacked),
+                                                "--ensemble", str(ens), "--images", str(test), "--out", str(offline)],
                         inputs=[ens / SUBMISSION_FILE, test / IMAGES_DIR], outputs=[offline], needs=["ensemble"],
                         weight=10))
-    stages.append(Stage("offline-check", py + ["-m", "pipeline.check_offline", str(offline), str(ens / SUBMISSION_FILE)],
+    stages.append(Stage("offline-check",
+                        py + ["-m", "pipeline.check_offline", str(offline), str(ens / SUBMISSION_FILE)],
                         inputs=[offline, ens / SUBMISSION_FILE], needs=["offline-submit"], show=True))
-    stages.append(Stage("submission-check", py + ["-m", "core.submission", "check", str(offline), "--images", str(test)],
+    stages.append(Stage("submission-check",
+                        py + ["-m", "core.submission", "check", str(offline), "--images", str(test)],
                         inputs=[offline], needs=["offline-submit"], show=True))
     report_runs = [baseline] + run_dirs
     test_opt = ["--test-targets", str(work.targets("test"))] if test_prompts else []

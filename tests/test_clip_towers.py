@@ -5,8 +5,16 @@ import torch
 
 from models import knn_features
 from models.backbones import BackboneError
-from models.clip_towers import (TEXT_FEATURES_DIR, cached_text_features, clip_identity, contrastive_loss,
-                                encode_images, encode_texts, finetune_contrastive, load_clip)
+from models.clip_towers import (
+    TEXT_FEATURES_DIR,
+    cached_text_features,
+    clip_identity,
+    contrastive_loss,
+    encode_images,
+    encode_texts,
+    finetune_contrastive,
+    load_clip,
+)
 from tests.clip_fixtures import TINY_CLIP, pair_auc
 
 

@@ -1,4 +1,5 @@
-"""python -m datagen.filter on demo pairs scored by a tiny open_clip model trained for a few steps (conftest tiny_clip)."""
+"""python -m datagen.filter on demo pairs scored by a tiny open_clip model trained for a few steps
+(conftest tiny_clip)."""
 import contextlib
 import io
 import logging
@@ -55,7 +56,8 @@ def test_true_pairs_score_above_shuffled_pairs(tiny_clip, filtered, tmp_path):
     order = np.random.default_rng(1).permutation(len(frame))
     perm = np.empty_like(order)
     perm[order] = np.roll(order, 1)  # every image gets another image's prompt
-    shuffled = make_set(tmp_path / "shuffled", tiny_clip.data / "train", frame.assign(prompt=frame["prompt"].to_numpy()[perm]))
+    shuffled = make_set(tmp_path / "shuffled", tiny_clip.data / "train",
+                        frame.assign(prompt=frame["prompt"].to_numpy()[perm]))
     assert run_filter(shuffled, tiny_clip.weights, tmp_path / "shuffled_view", "--drop-fraction", "0")[0] == 0
     wrong = read_scores(tmp_path / "shuffled_view")["clip_score"].to_numpy()
     auc = roc_auc_score(np.r_[np.ones(len(true)), np.zeros(len(wrong))], np.r_[true["clip_score"], wrong])

@@ -100,8 +100,9 @@ def test_config_errors(tiny_clip, tmp_path, override, message):
 
 def test_hash_holds_the_init_and_the_banks_content(tiny_clip, tmp_path):
     cfg = _cfg(tiny_clip, tmp_path)
-    plain = load_config("configs/vit_demo.yaml", [f"backbone.name={TINY_CLIP}", f"backbone.pretrained={tiny_clip.weights}",
-                                                  "image.size=32", "head.type=linear", f"data.cache_dir={tmp_path}"])
+    plain = load_config("configs/vit_demo.yaml", [f"backbone.name={TINY_CLIP}",
+                                                  f"backbone.pretrained={tiny_clip.weights}", "image.size=32",
+                                                  "head.type=linear", f"data.cache_dir={tmp_path}"])
     assert config_hash(cfg) != config_hash(plain)
     assert config_hash(_cfg(tiny_clip, tmp_path, "head.init_ridge=1")) != config_hash(cfg)
     bank = tmp_path / "bank.csv"

@@ -298,7 +298,8 @@ def test_pack_carries_the_retrieval_bank_and_index_cells(packed):
 
     entry = packed.manifest["runs"]["retrieval_demo"]
     bank = packed.pack / "runs" / "retrieval_demo" / BANK_DIR
-    assert sorted(p.name for p in bank.iterdir()) == sorted([BANK_META, VALUES_FILE]) and not (bank / MATCHES_FILE).exists()
+    assert sorted(p.name for p in bank.iterdir()) == sorted([BANK_META, VALUES_FILE])
+    assert not (bank / MATCHES_FILE).exists()
     values = np.load(bank / VALUES_FILE)
     assert values.dtype == np.float16 and values.shape == (entry["bank"]["n"], 384)
     assert np.array_equal(values, np.load(packed.runs / "retrieval_demo" / BANK_DIR / VALUES_FILE))

@@ -197,7 +197,8 @@ def test_gpu_commands_cpu_stand_ins(readme_workspace, env):
         "python -m datagen.generate --merge data/sd2": "generate",
         "./run_all.sh --config configs/pipeline/generated.yaml --gpus 8": "generate",
         # test_retrieval_commands_cpu_stand_ins runs these three:
-        "python -m datagen.filter --data data/sd2 --model ViT-H-14 --pretrained laion2b_s32b_b79k --drop-fraction 0.05 --out data/sd2_clip": "retrieval",
+        "python -m datagen.filter --data data/sd2 --model ViT-H-14 --pretrained laion2b_s32b_b79k "
+        "--drop-fraction 0.05 --out data/sd2_clip": "retrieval",
         "python -m models.train --config configs/retrieval_clip_h14.yaml": "retrieval",
         "./run_all.sh --config configs/pipeline/generated_clip.yaml --gpus 8": "retrieval",
     }

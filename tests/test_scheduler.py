@@ -91,7 +91,8 @@ def test_plan_threads_and_shares(tmp_path):
     def st(name, needs=(), **kw):
         return fake_stage(tmp_path, name, needs=needs, **kw)
 
-    stages = [st("data", weight=10), st("a", ["data"], train=True, weight=200), st("b", ["data"], train=True, weight=200),
+    stages = [st("data", weight=10), st("a", ["data"], train=True, weight=200),
+              st("b", ["data"], train=True, weight=200),
               st("c", ["data"], train=True, weight=200), st("knn", ["c"], train=True, weight=10),
               st("ens", ["a", "b", "knn"], weight=10)]
     two = make_plan(stages, None, [], 2, env={})
@@ -189,7 +190,8 @@ def test_live_lines_show_each_running_stage_and_its_epoch(tmp_path):
     assert progress_text(["cache 48px:  50%|##   | 750/1500"]) == "cache 48px:  50%|##   | 750/1500"
     out = io.StringIO()
     console = Console(out, io.StringIO(), live=True)
-    console.status({"train:vit_demo": (time.time() - 65, log, "1 thread"), "baseline": (time.time(), tmp_path / "no", "")})
+    console.status({"train:vit_demo": (time.time() - 65, log, "1 thread"),
+                    "baseline": (time.time(), tmp_path / "no", "")})
     console.say("== [    3s] folds: done in 1 s")
     text = out.getvalue()
     assert "train:vit_demo" in text and "1m05s" in text and "fold 1 epoch 3/18 4.2 s/epoch" in text
@@ -207,7 +209,8 @@ def test_every_stage_waits_for_the_stages_whose_outputs_it_reads(config, tmp_pat
     for stage in stages:
         for path in map(Path, stage.inputs):
             for other in stages:  # an input is another stage's output, or beside one in a folder of its own
-                if other is not stage and any(path == o or path.parent == Path(o).parent != work for o in other.outputs):
+                if other is not stage and any(path == o or path.parent == Path(o).parent != work
+                                              for o in other.outputs):
                     assert other.name in anc[stage.name], (stage.name, str(path), other.name)
     names = {s.name: s for s in stages}
     if "train:knn_demo" in names:

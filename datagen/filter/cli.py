@@ -1,4 +1,5 @@
-"""CLI: python -m datagen.filter --data DIR --model NAME --pretrained TAG_OR_FILE (--min-score S | --drop-fraction F) --out OUT"""
+"""CLI: python -m datagen.filter --data DIR --model NAME --pretrained TAG_OR_FILE
+                               (--min-score S | --drop-fraction F) --out OUT"""
 import argparse
 import logging
 import math

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from core.errors import exit_on_input_error
-from oof.report.ensemble_pair import is_ensemble_dir, load_ensemble_pair
 from oof.report.build import JSON_FILE, SUMMARY_FILE, build_compare, build_report, write_report
+from oof.report.ensemble_pair import is_ensemble_dir, load_ensemble_pair
 from oof.report.load import load_inputs
 from oof.report.plots import SAMPLE_ROWS
 from oof.report.stats import N_BOOTSTRAP
