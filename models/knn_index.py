@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from core.mapped import drop_mapped_pages
+from core.mapped import drop_mapped_pages, take_rows
 from core.metric import l2_normalize
 
 INDEX_KINDS = ("auto", "flat", "ivf")
@@ -90,9 +90,7 @@ def train_cells(rows, nlist, seed=0):
     sample = np.sort(np.random.default_rng(seed).choice(n, take, replace=False)) if take < n else np.arange(n)
     km = faiss.Kmeans(rows.shape[1], nlist, niter=KMEANS_ITER, seed=seed, spherical=True, verbose=False,
                       max_points_per_centroid=KMEANS_POINTS_PER_CELL, min_points_per_centroid=1)
-    sample = l2_normalize(rows[sample])
-    drop_mapped_pages(rows)  # a memory-mapped bank: the sample touched pages all over it
-    km.train(sample)
+    km.train(l2_normalize(take_rows(rows, sample)))  # a memory-mapped bank: the sample lies all over it
     return km.centroids.astype(np.float32)
 
 

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from core.mapped import drop_mapped_pages
+from core.mapped import drop_mapped_pages, take_rows
 from core.metric import l2_normalize
 from models import knn_index
 from tests.synthetic import clustered_unit_vectors, mixture
@@ -114,3 +114,16 @@ def test_drop_mapped_pages_unmaps_a_read_only_map_and_keeps_its_data(tmp_path):
     cow = np.load(path, mmap_mode="c")
     cow[0, 0] = -1.0  # a private change that MADV_DONTNEED would discard
     assert not drop_mapped_pages(cow) and cow[0, 0] == -1.0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_take_rows_reads_random_rows_of_a_map_and_leaves_none_resident(tmp_path):
+    path = tmp_path / "x.npy"
+    x = np.random.default_rng(0).standard_normal((40_000, 64)).astype(np.float16)  # 5 MiB
+    np.save(path, x)
+    mm = np.load(path, mmap_mode="r")
+    idx = np.random.default_rng(1).integers(0, len(x), (300, 7))  # not a multiple of GATHER_ROWS
+    got = take_rows(mm, idx)
+    assert got.shape == (300, 7, 64) and np.array_equal(got, x[idx]) and not isinstance(got, np.memmap)
+    assert _mapped_rss_kib(path) < 64  # rows all over the file were read, their pages dropped
+    assert np.array_equal(take_rows(x, idx[0]), x[idx[0]])  # in memory: plain indexing
