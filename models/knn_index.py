@@ -116,6 +116,11 @@ def reserve_lists(faiss, index, sizes):
         lists.resize(int(i), 0)
 
 
+def _add_preassigned(faiss, index, x, cells):
+    """Add the unit float32 rows `x` to the IVF `index` in the given cells (int64, one per row), ids continuing."""
+    index.add_core(len(x), faiss.swig_ptr(x), None, faiss.swig_ptr(np.ascontiguousarray(cells, dtype=np.int64)))
+
+
 class BankIndex:
     """Search the unit rows `bank[rows]` (all rows without `rows`): float16 or float32, in memory or
     memory-mapped; only BANK_CHUNK rows at a time are converted to float32 (and re-normalised).
@@ -160,13 +165,14 @@ class BankIndex:
         faiss = import_faiss()
         index = self._empty_ivf(faiss)
         cells = np.empty(self.n, dtype=np.int64)  # 40 MB at 5M rows
+        # one chunk's float32 rows alive at a time (a temporary per call, not a loop variable held over)
         for s in range(0, self.n, BANK_CHUNK):
-            x = self._chunk(s, s + BANK_CHUNK)[0]
-            cells[s:s + len(x)] = index.quantizer.assign(x, 1).ravel()
+            stop = min(s + BANK_CHUNK, self.n)
+            cells[s:stop] = index.quantizer.assign(self._chunk(s, stop)[0], 1).ravel()
         reserve_lists(faiss, index, np.bincount(cells, minlength=index.nlist))
         for s in range(0, self.n, BANK_CHUNK):
-            x = self._chunk(s, s + BANK_CHUNK)[0]
-            index.add_core(len(x), faiss.swig_ptr(x), None, faiss.swig_ptr(cells[s:s + len(x)]))
+            stop = min(s + BANK_CHUNK, self.n)
+            _add_preassigned(faiss, index, self._chunk(s, stop)[0], cells[s:stop])
         return index
 
     def _empty_ivf(self, faiss):
