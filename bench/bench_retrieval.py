@@ -18,7 +18,8 @@ beside it. Then, each phase in a fresh process (its own peak memory):
               top-k; recall@k = |IVF top-k & exact top-k| / k, averaged over those queries
 
 Peak RSS is the process's ru_maxrss at the end of each phase (so "search" includes the index); it counts the
-memory-mapped bank's pages the process touched, which the kernel can drop (RssFile at that point is given too).
+memory-mapped bank's pages while mapped, which the search code unmaps after each chunk it reads (core.mapped; the
+anonymous / file-backed split at that point is given too).
 
 The keys are NOT random unit vectors (IVF's worst case) but a mixture of --clusters gaussians on the sphere
 (tests/synthetic.py, as bench.bench_knn): real prompt embeddings are clustered. Recall on them may differ.
