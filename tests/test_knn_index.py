@@ -1,6 +1,7 @@
 """The IVF bank index's build: exact-size inverted lists hold what faiss's incremental add() built, and a
 memory-mapped bank's pages leave the resident set after each chunk (core.mapped)."""
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,7 +92,7 @@ def test_reserve_lists_takes_only_an_empty_index(bank_file):
 def _mapped_rss_kib(path):
     """Resident KiB of the mappings of `path` in this process (/proc/self/smaps)."""
     total, inside = 0, False
-    for line in open("/proc/self/smaps"):
+    for line in Path("/proc/self/smaps").read_text().splitlines():
         head = line.split()
         if not head[0].endswith(":"):  # a mapping's header line: address range, perms, offset, dev, inode[, path]
             inside = len(head) > 5 and head[5] == str(path)
