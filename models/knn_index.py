@@ -157,7 +157,7 @@ class BankIndex:
         """The IVF index of every row, its inverted lists allocated at their exact final size.
 
         faiss grows each list's std::vector as rows arrive, and libstdc++ doubles a vector's capacity, so
-        a 5M x 384 fp16 index held ~1.4 GiB of unused capacity on top of its 3.6 GiB of codes. Pass 1
+        a 5M x 384 fp16 index held ~1.2 GiB of unused capacity beside its 3.6 GiB of codes. Pass 1
         assigns every row its cell (what add() runs first, chunk by chunk: the same cells), pass 2 adds
         the chunks with those cells (add_core) into lists reserved to their counts: the same lists, codes
         and ids as add(), each list allocated once. The cost: the bank is read (and normalised) twice.
