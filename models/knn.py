@@ -19,6 +19,7 @@ import numpy as np
 
 from core.errors import DataError
 from core.io import read_json
+from core.mapped import take_rows
 from models.fold_outputs import fold_checkpoint, save_fold_outputs
 from models.knn_features import backbone_identity, cached_features, extract_features, features_key, packed_backbone_path
 from models.knn_index import DEFAULT_NPROBE, BankIndex, default_nlist, resolve_kind, train_cells
@@ -34,7 +35,8 @@ def neighbour_mean(sims, neighbours, targets, temperature):
         top = sims[s:s + WEIGHT_CHUNK]
         w = np.exp((top - top.max(axis=1, keepdims=True)) / temperature)
         w /= w.sum(axis=1, keepdims=True)
-        out[s:s + len(top)] = np.einsum("qk,qkd->qd", w, targets[neighbours[s:s + WEIGHT_CHUNK]])
+        # memory-mapped targets (a retrieval bank): the k neighbours lie all over the file, read in small batches
+        out[s:s + len(top)] = np.einsum("qk,qkd->qd", w, take_rows(targets, neighbours[s:s + WEIGHT_CHUNK]))
     return out
 
 
