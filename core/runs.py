@@ -32,7 +32,7 @@ import pandas as pd
 from core import EMBEDDING_DIM
 from core.errors import DataError
 from core.ids import read_ids
-from core.io import read_json, save_csv, save_npy, sha256_file, write_json
+from core.io import npy_writer, read_json, save_csv, save_npy, sha256_file, write_json
 from core.targets import META_FILE
 
 OOF_FILE = "oof.npy"
@@ -48,7 +48,7 @@ ARTIFACT_FILES = [OOF_FILE, OOF_IDS_FILE, TEST_FILE, TEST_IDS_FILE, MEAN_FILE, M
 PREDICTIONS_DTYPE = "predictions_dtype"  # manifest.json key: the stored dtype of oof.npy and test.npy
 STORAGE_DTYPES = ("float32", "float16")
 FLOAT16_MAX = float(np.finfo(np.float16).max)
-CHECK_ROWS = 65536  # rows checked for NaN / inf at a time when a run is loaded
+CHECK_ROWS = 65536  # rows checked, converted and written at a time: a memory-mapped input is never read whole
 
 
 @dataclass
@@ -71,16 +71,20 @@ class Run:
 
 
 def write_run(run_dir, oof_ids, oof, test_ids, test, mean_embedding, metrics, train_log, storage="float32"):
-    """Write every artifact atomically, the manifest last; `storage`: the dtype of oof.npy and test.npy."""
+    """Write every artifact atomically, the manifest last; `storage`: the dtype of oof.npy and test.npy.
+
+    `oof` / `test`: arrays or anything sliced by rows (a memory map), checked (shape, finite, float16's range)
+    before anything is written, then converted and written CHECK_ROWS rows at a time."""
     run_dir = Path(run_dir)
     if storage not in STORAGE_DTYPES:
         raise ValueError(f"storage must be one of {STORAGE_DTYPES}, got {storage!r}")
-    oof = _stored(run_dir / OOF_FILE, _check_array(run_dir / OOF_FILE, oof, list(oof_ids)), storage, list(oof_ids))
-    test = _stored(run_dir / TEST_FILE, _check_array(run_dir / TEST_FILE, test, list(test_ids)), storage,
-                   list(test_ids))
-    save_npy(run_dir / OOF_FILE, oof)
+    oof_ids, test_ids = list(oof_ids), list(test_ids)
+    for name, rows, ids in ((OOF_FILE, oof, oof_ids), (TEST_FILE, test, test_ids)):
+        _check_shape(run_dir / name, rows, ids)
+        _check_finite(run_dir / name, rows, ids, storage)
+    _write_rows(run_dir / OOF_FILE, oof, storage)
     save_csv(run_dir / OOF_IDS_FILE, pd.DataFrame({"imgId": list(oof_ids)}))
-    save_npy(run_dir / TEST_FILE, test)
+    _write_rows(run_dir / TEST_FILE, test, storage)
     save_csv(run_dir / TEST_IDS_FILE, pd.DataFrame({"imgId": list(test_ids)}))
     save_npy(run_dir / MEAN_FILE, np.asarray(mean_embedding, dtype=np.float32).reshape(EMBEDDING_DIM))
     write_json(run_dir / METRICS_FILE, metrics)
@@ -94,38 +98,35 @@ def is_complete(run_dir):
     return (Path(run_dir) / RUN_MANIFEST).is_file()
 
 
-def _check_array(path, arr, ids):
-    """float32 `arr` in memory, checked: (len(ids), 384), finite."""
-    arr = np.asarray(arr, dtype=np.float32)
-    _check_shape(path, arr, ids)
-    _check_finite(path, arr, ids)
-    return arr
-
-
 def _check_shape(path, arr, ids):
-    if arr.shape != (len(ids), EMBEDDING_DIM):
-        raise DataError(path, f"shape {arr.shape}, expected ({len(ids)}, {EMBEDDING_DIM})")
+    if tuple(np.shape(arr)) != (len(ids), EMBEDDING_DIM):
+        raise DataError(path, f"shape {tuple(np.shape(arr))}, expected ({len(ids)}, {EMBEDDING_DIM})")
 
 
-def _check_finite(path, rows, ids):
-    """DataError naming the first row holding NaN or inf; `rows` is read CHECK_ROWS rows at a time."""
+def _check_finite(path, rows, ids, storage=None):
+    """DataError naming the first row holding NaN or inf (or, for float16 storage, a value float16 would store
+    as inf); `rows` is read CHECK_ROWS rows at a time."""
     for s in range(0, len(rows), CHECK_ROWS):
-        ok = np.isfinite(np.asarray(rows[s:s + CHECK_ROWS])).all(axis=1)
+        block = np.asarray(rows[s:s + CHECK_ROWS], dtype=np.float32)
+        ok = np.isfinite(block).all(axis=1)
         if not ok.all():
             row = s + int(np.flatnonzero(~ok)[0])
             raise DataError(path, f"NaN or inf in the prediction for imgId {ids[row]!r} (row {row})")
+        if storage == "float16":
+            big = np.abs(block).max(axis=1) > FLOAT16_MAX
+            if big.any():
+                row = s + int(np.flatnonzero(big)[0])
+                raise DataError(path, f"prediction for imgId {ids[row]!r} (row {row}) exceeds float16's range "
+                                      f"(|x| > {FLOAT16_MAX:g}); store the run as float32")
 
 
-def _stored(path, arr, storage, ids):
-    """`arr` as written: float16 refuses values beyond its range (they would be stored as inf)."""
-    if storage == "float32":
-        return arr
-    big = np.abs(arr).max(axis=1) > FLOAT16_MAX
-    if big.any():
-        row = int(np.flatnonzero(big)[0])
-        raise DataError(path, f"prediction for imgId {ids[row]!r} (row {row}) exceeds float16's range "
-                              f"(|x| > {FLOAT16_MAX:g}); store the run as float32")
-    return arr.astype(np.float16)
+def _write_rows(path, rows, storage):
+    """rows -> a .npy of dtype `storage`, CHECK_ROWS rows at a time (atomically)."""
+    n = len(rows)
+    with npy_writer(path, (n, EMBEDDING_DIM), storage) as write:
+        for s in range(0, n, CHECK_ROWS):
+            e = min(s + CHECK_ROWS, n)
+            write(s, e, np.asarray(rows[s:e], dtype=np.float32).astype(storage))
 
 
 def _open_predictions(path, ids, storage):

@@ -22,7 +22,8 @@ SOURCE_CHUNK_ROWS = 16384  # rows per chunk: M x 16384 x 384 float32 = 100 MB at
 class RunFiles:
     """M runs' OOF predictions and their targets, as rows read on demand (see the module docstring)."""
 
-    def __init__(self, readers, targets, folds, names, ids):
+    def __init__(self, readers, targets, folds, names, ids, chunk_rows=SOURCE_CHUNK_ROWS):
+        self.chunk_rows = chunk_rows
         self.readers = list(readers)  # M core.rows.NpyRows, rows in `ids` order
         self.targets = targets  # core.rows.NpyRows, rows in `ids` order
         self.folds = np.asarray(folds, dtype=np.int64)
@@ -50,8 +51,9 @@ class RunFiles:
     def dim(self):
         return self.readers[0].dim
 
-    def chunks(self, rows=SOURCE_CHUNK_ROWS):
+    def chunks(self, rows=None):
         """Yield (start, stop, X (M, c, D), T (c, D)): float32, unit rows, read from the files."""
+        rows = rows or self.chunk_rows
         for s in range(0, self.n_rows, rows):
             e = min(s + rows, self.n_rows)
             X = np.empty((self.n_models, e - s, self.dim), dtype=np.float32)
