@@ -129,7 +129,7 @@ def _write_rows(path, rows, storage):
             write(s, e, np.asarray(rows[s:e], dtype=np.float32).astype(storage))
 
 
-def _open_predictions(path, ids, storage):
+def _open_predictions(path, ids, storage, check_values=True):
     """Read-only memory map of oof.npy / test.npy, checked (shape, dtype, finite) without reading it whole."""
     from core.rows import NpyRows
 
@@ -137,12 +137,14 @@ def _open_predictions(path, ids, storage):
     if (storage is not None and arr.dtype != np.dtype(storage)) or arr.dtype.kind != "f":
         raise DataError(path, f"dtype {arr.dtype}, but {RUN_MANIFEST} records {storage or 'a float array'}")
     _check_shape(path, arr, ids)
-    _check_finite(path, NpyRows(path), ids)  # plain reads: the check leaves no pages resident
+    if check_values:
+        _check_finite(path, NpyRows(path), ids)  # plain reads: the check leaves no pages resident
     return arr
 
 
-def load_run(run_dir, verify_hashes=True):
-    """Read and validate a finished run directory."""
+def load_run(run_dir, verify_hashes=True, check_oof_values=True):
+    """Read and validate a finished run directory. `check_oof_values=False`: leave the NaN / inf check of
+    oof.npy to a reader that passes over its rows anyway (the OOF report), so the file is read once."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(run_dir, "run directory not found")
@@ -161,7 +163,7 @@ def load_run(run_dir, verify_hashes=True):
     storage = manifest.get(PREDICTIONS_DTYPE)  # None: a run written before the option (float32)
     if storage is not None and storage not in STORAGE_DTYPES:
         raise DataError(manifest_path, f"{PREDICTIONS_DTYPE} {storage!r} is not one of {STORAGE_DTYPES}")
-    oof = _open_predictions(run_dir / OOF_FILE, oof_ids, storage)
+    oof = _open_predictions(run_dir / OOF_FILE, oof_ids, storage, check_oof_values)
     test = _open_predictions(run_dir / TEST_FILE, test_ids, storage)
     mean = np.load(run_dir / MEAN_FILE).astype(np.float32)
     metrics = read_json(run_dir / METRICS_FILE)

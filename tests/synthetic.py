@@ -261,8 +261,9 @@ def _report_run_record(name, j, k, epochs, provenance):
     return metrics, pd.DataFrame(log, columns=LOG_COLUMNS)
 
 
-def write_report_project(root, n, m=4, k=5, n_test=200, seed=0, images=False, chunk=20000, epochs=3):
-    """Everything the report reads, under `root`.
+def write_report_project(root, n, m=4, k=5, n_test=200, seed=0, images=False, chunk=20000, epochs=3,
+                         storage="float32"):
+    """Everything the report reads, under `root` (runs' predictions stored as `storage`).
 
     Returns dict(runs, targets, test_targets, folds, train, ids, test_ids, names, groups, folds_array)."""
     root = Path(root)
@@ -287,7 +288,8 @@ def write_report_project(root, n, m=4, k=5, n_test=200, seed=0, images=False, ch
     for j, name in enumerate(names):
         metrics, log = _report_run_record(name, j, k, epochs, provenance)
         run_dir = root / "runs" / name
-        write_run(run_dir, ids, X[j, :n], test_ids, X[j, n:], np.asarray(T[:n].mean(axis=0)), metrics, log)
+        write_run(run_dir, ids, X[j, :n], test_ids, X[j, n:], np.asarray(T[:n].mean(axis=0)), metrics, log,
+                  storage=storage)
         runs.append(run_dir)
     del T, X
     for f in tmp.iterdir():
