@@ -80,6 +80,7 @@ class StackContext:
     fits: list = field(default_factory=list)
     notes: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    phases: list = field(default_factory=list)  # (phase, perf_counter at its start, at its end)
     _model_weights: dict = field(default_factory=dict, repr=False)  # training folds -> (M,) weights
 
     def __post_init__(self):
@@ -89,6 +90,7 @@ class StackContext:
         self.stats = collect(self.data, ridge="ridge" in self.methods, sample_rows=self.options.sample_rows,
                              progress=self.options.progress)
         self.timings["statistics pass"] = round(time.perf_counter() - t0, 2)
+        self.phases.append(("statistics pass", t0, time.perf_counter()))
         self.ledger = Ledger(self.selection, self.stats.model, self.data)
 
     @property
@@ -179,6 +181,7 @@ def nested_cv(data, methods=LINEAR_METHODS, shrinkage_grid=DEFAULT_SHRINKAGE_GRI
         ledger=ctx.ledger.records,
         seconds=time.perf_counter() - t_start,
         timings=ctx.timings,
+        phases=ctx.phases,
         selection_rows=ctx.selection.n_rows,
     )
 
@@ -187,6 +190,7 @@ def _timed(ctx, key, fn, *args):
     t0 = time.perf_counter()
     out = fn(*args)
     ctx.timings[key] = round(time.perf_counter() - t0, 2)
+    ctx.phases.append((key, t0, time.perf_counter()))
     return out
 
 

@@ -25,6 +25,7 @@ class NestedResult:
     ledger: list = field(default_factory=list)
     seconds: float = 0.0
     timings: dict = field(default_factory=dict)  # phase or method -> seconds (statistics pass, per method, outer pass...)
+    phases: list = field(default_factory=list)  # (phase, perf_counter at its start, at its end), in order
     selection_rows: int = 0  # rows the per-dim fits and the hyper-parameter choices used (all rows up to SAMPLE_ROWS)
 
     @property
