@@ -122,6 +122,24 @@ def test_nested_scores_from_files_equal_the_in_memory_reference(project, sample_
                                result.methods[result.chosen_method]["per_fold"], atol=1e-5)
 
 
+def test_ensemble_fit_picks_the_method_the_in_memory_reference_picks(project, tmp_path):
+    """`python -m ensemble.fit` from the files: the nested scores and the chosen method of the in-memory reference
+    (ties go to the simpler method, in AUTO_METHODS' order)."""
+    from ensemble.apply import SCORES_FILE
+    from ensemble.fit import main
+
+    argv = ["--runs", *map(str, project["runs"]), "--out", str(tmp_path), "--no-lgbm", "--quiet",
+            "--shrinkage-grid", ",".join(map(str, GRID)), "--ridge-alphas", ",".join(map(str, ALPHAS))]
+    assert main(argv) == 0
+    scores = json.loads((tmp_path / SCORES_FILE).read_text())
+    ref, _ = reference_nested(unit(project["X"]), unit(project["T"]), project["folds_array"], np.arange(N))
+    overall = {m: float(np.average(ref[m], weights=np.bincount(project["folds_array"]))) for m in AUTO_METHODS}
+    for method in AUTO_METHODS:
+        assert scores["methods"][method]["overall"] == pytest.approx(overall[method], abs=1e-4), method
+    best = max(overall.values())
+    assert scores["chosen_method"] == next(m for m in AUTO_METHODS if overall[m] >= best - 1e-6)
+
+
 def _training_sets(k):
     folds = set(range(k))
     return [folds - {a, b} for a in folds for b in folds] + [folds]
