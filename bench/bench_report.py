@@ -50,7 +50,8 @@ def run_report(root, args, env):
                    str(root / "targets" / "test"), "--out", str(root / "report"), "--quiet"]
     print("$ python -m oof.report " + shlex.join(report_args), flush=True)
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-c", REPORT_CHILD, *report_args], env=env, capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-c", REPORT_CHILD, *report_args], env=env, capture_output=True, text=True,
+                         check=False)
     wall = time.perf_counter() - t0
     print(res.stdout.strip() + ("\n" + res.stderr.strip() if res.stderr.strip() else ""))
     peak = re.search(r"child ru_maxrss ([0-9.]+) GiB", res.stdout)

@@ -29,8 +29,9 @@ def mean_cos(P, T):
 def reference_nested(X, T, folds, selection):
     """The nested procedure written plainly on in-memory arrays (rows in any order): per-model weights on all rows,
     per-dim fits on the `selection` rows (warm-started along the grid, strongest first), ridge solved in float64 on all
-    rows (scikit-learn's solution: tests/test_ensemble.py checks it); each hyper-parameter picked for outer fold k by the inner CV on the selection rows of the other folds; every
-    outer fit scored on all rows of its fold. Returns {method: per-fold scores}, {method: per-fold picks}."""
+    rows (scikit-learn's solution: tests/test_ensemble.py checks it); each hyper-parameter picked for outer fold k
+    by the inner CV on the selection rows of the other folds; every outer fit scored on all rows of its fold.
+    Returns {method: per-fold scores}, {method: per-fold picks}."""
     import functools
 
     fold_values = sorted(set(folds.tolist()))
