@@ -54,13 +54,21 @@ class RssSampler:
         with open("/proc/self/statm") as f:
             while not self._stop.is_set():
                 f.seek(0)
-                self.samples.append((time.perf_counter(), int(f.read().split()[1]) * self._page))
+                cpu = os.times()
+                self.samples.append((time.perf_counter(), int(f.read().split()[1]) * self._page,
+                                     cpu.user + cpu.system))
                 time.sleep(self.interval)
 
     def peak_gib(self, t0, t1):
         """Peak GiB sampled in [t0, t1]; None when the window held no sample (a phase shorter than `interval`)."""
-        inside = [rss for t, rss in self.samples if t0 <= t <= t1]
+        inside = [rss for t, rss, _ in self.samples if t0 <= t <= t1]
         return max(inside) / 2 ** 30 if inside else None
+
+    def cpu_seconds(self, t0, t1):
+        """This process's CPU seconds (user + system, all threads) between the samples nearest t0 and t1: under
+        load, wall seconds overstate what a phase costs on a quiet machine."""
+        inside = [cpu for t, _, cpu in self.samples if t0 <= t <= t1]
+        return inside[-1] - inside[0] if len(inside) > 1 else None
 
     def stop(self):
         self._stop.set()
@@ -86,7 +94,7 @@ def generate(folder, args):
 
 
 def run_nested(folder, args, sampler):
-    """load_inputs + nested_cv from the files; returns (result, load seconds, [(phase, s, peak GiB)])."""
+    """load_inputs + nested_cv from the files; returns (data, result, [(phase, s, peak GiB, CPU s)])."""
     from ensemble.inputs import load_inputs
     from ensemble.nested_cv import nested_cv
 
@@ -95,8 +103,8 @@ def run_nested(folder, args, sampler):
     t1 = time.perf_counter()
     result = nested_cv(data, methods=args.method_list, progress=args.progress, drop_one=args.drop_one,
                        predict_oof=True, oof_blend_path=Path(folder) / "oof_blend.npy")
-    phases = [("load inputs", t1 - t0, sampler.peak_gib(t0, t1))]
-    phases += [(name, b - a, sampler.peak_gib(a, b)) for name, a, b in result.phases]
+    phases = [("load inputs", t1 - t0, sampler.peak_gib(t0, t1), sampler.cpu_seconds(t0, t1))]
+    phases += [(name, b - a, sampler.peak_gib(a, b), sampler.cpu_seconds(a, b)) for name, a, b in result.phases]
     return data, result, phases
 
 
@@ -114,9 +122,10 @@ def print_nested(result, phases, args):
         if fits:
             total = sum(f["seconds"] for f in fits)
             print(f"{method}: {len(fits)} fits, {total:.1f} s in them ({total / len(fits):.2f} s each)")
-    print("phase".ljust(20) + "seconds".rjust(10) + "peak RSS GiB".rjust(14))
-    for name, seconds, gib in phases:
-        print(name.ljust(20) + f"{seconds:10.1f}" + ("-" if gib is None else f"{gib:.2f}").rjust(14))
+    print("phase".ljust(20) + "seconds".rjust(10) + "CPU s".rjust(10) + "peak RSS GiB".rjust(14))
+    for name, seconds, gib, cpu in phases:
+        print(name.ljust(20) + f"{seconds:10.1f}" + ("-" if cpu is None else f"{cpu:.1f}").rjust(10)
+              + ("-" if gib is None else f"{gib:.2f}").rjust(14))
     print(f"(1-min load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)", flush=True)
 
 
@@ -189,7 +198,7 @@ def run(folder, args):
     data, result, phases = run_nested(folder, args, sampler)
     sampler.stop()
     peak = peak_rss_gib()  # before the comparison and LightGBM add their own memory
-    seconds = sum(s for name, s, _ in phases if name != "drop_one")
+    seconds = sum(p[1] for p in phases if p[0] != "drop_one")
     print_nested(result, phases, args)
     ok = compare_in_memory(result, args) if args.n <= COMPARE_MAX_ROWS and args.compare else True
     print_lgbm(data, args)

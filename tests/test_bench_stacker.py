@@ -11,7 +11,7 @@ def test_bench_stacker_measures_from_files_and_matches_the_in_memory_procedure(t
     out = capsys.readouterr().out
     assert (tmp_path / "runs" / "model1" / "manifest.json").is_file() and (tmp_path / "oof_blend.npy").is_file()
     for phase in ("load inputs", "statistics pass", "per_dim", "ridge", "outer pass", "oof blend", "drop_one", "refit"):
-        assert re.search(rf"^{phase} +\d+\.\d +(\d+\.\d\d|-)$", out, re.MULTILINE), phase
+        assert re.search(rf"^{phase} +\d+\.\d +(\d+\.\d|-) +(\d+\.\d\d|-)$", out, re.MULTILINE), phase
     rows = dict(re.findall(r"^(equal|per_model|per_dim|ridge) +\d\.\d{6} +\d\.\d{6} +(\S+)$", out, re.MULTILINE))
     assert sorted(rows) == ["equal", "per_dim", "per_model", "ridge"]
     assert all(abs(float(d)) <= 1e-4 for d in rows.values())
