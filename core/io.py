@@ -17,7 +17,6 @@ import numpy as np
 from core.errors import WriteError
 from core.faults import fault_point
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -137,6 +136,27 @@ def save_npy(path, array):
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array))
     write_bytes(path, buf.getvalue())
+
+
+@contextmanager
+def npy_writer(path, shape, dtype=np.float32):
+    """Write a C-ordered .npy of `shape` block by block, atomically: yields write(start, stop, block), to be
+    called with consecutive row ranges; the file appears under `path` once every row was written."""
+    dtype = np.dtype(dtype)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+        np.lib.format.write_array_header_1_0(f, header)
+        written = [0]
+
+        def write(start, stop, block):
+            if start != written[0] or np.shape(block) != (stop - start, *shape[1:]):
+                raise ValueError(f"{path}: rows {start}..{stop} of shape {np.shape(block)} after row {written[0]}")
+            f.write(np.ascontiguousarray(block, dtype=dtype).tobytes())
+            written[0] = stop
+
+        yield write
+        if written[0] != shape[0]:
+            raise ValueError(f"{path}: {written[0]} of {shape[0]} rows written")
 
 
 def save_csv(path, frame):

@@ -1,14 +1,19 @@
 """The run directory every model writes, and everything downstream reads.
 
     work/runs/<name>/
-        oof.npy             float32 (N_train, 384): raw out-of-fold model outputs
+        oof.npy             float32 or float16 (N_train, 384): raw out-of-fold model outputs
         oof_ids.csv         imgId (row order of oof.npy)
-        test.npy            float32 (N_test, 384): mean over folds of L2-normalised fold predictions
+        test.npy            float32 or float16 (N_test, 384): mean over folds of L2-normalised fold predictions
         test_ids.csv        imgId (row order of test.npy)
         mean_embedding.npy  float32 (384,): the training targets' mean, the fallback prediction
         metrics.json        per-fold / overall OOF cosine, config + hash, inputs' paths + hashes, timings
         train_log.csv       fold,epoch,train_loss,val_cosine,lr,seconds
-        manifest.json       sha256 of each file above; written last, so its presence marks the run complete
+        manifest.json       sha256 of each file above, and `predictions_dtype` (the dtype of oof.npy and
+                            test.npy); written last, so its presence marks the run complete
+
+float16 storage (`write_run(..., storage="float16")`, a model config's `predict.storage`) halves the
+predictions' size: 2,000,000 OOF rows are 1.5 GB instead of 3.1 GB per model. Every reader accepts
+both; a manifest without `predictions_dtype` (runs written before the option) means float32.
 
 Partial state of an unfinished run (checkpoints, per-fold predictions) lives in the same folder
 under `folds/`; it is the trainer's business (models/fold_outputs.py), not this format's.
@@ -27,7 +32,7 @@ import pandas as pd
 from core import EMBEDDING_DIM
 from core.errors import DataError
 from core.ids import read_ids
-from core.io import read_json, save_csv, save_npy, sha256_file, write_json
+from core.io import npy_writer, read_json, save_csv, save_npy, sha256_file, write_json
 from core.targets import META_FILE
 
 OOF_FILE = "oof.npy"
@@ -40,6 +45,10 @@ LOG_FILE = "train_log.csv"
 RUN_MANIFEST = "manifest.json"
 LOG_COLUMNS = ["fold", "epoch", "train_loss", "val_cosine", "lr", "seconds"]
 ARTIFACT_FILES = [OOF_FILE, OOF_IDS_FILE, TEST_FILE, TEST_IDS_FILE, MEAN_FILE, METRICS_FILE, LOG_FILE]
+PREDICTIONS_DTYPE = "predictions_dtype"  # manifest.json key: the stored dtype of oof.npy and test.npy
+STORAGE_DTYPES = ("float32", "float16")
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+CHECK_ROWS = 65536  # rows checked, converted and written at a time: a memory-mapped input is never read whole
 
 
 @dataclass
@@ -54,44 +63,88 @@ class Run:
     test: np.ndarray
     mean_embedding: np.ndarray
     metrics: dict = field(default_factory=dict)
+    storage: str = "float32"  # the stored dtype of oof.npy / test.npy (oof and test are read-only memory maps of it)
 
     @property
     def folds_sha256(self):
         return (self.metrics.get("folds") or {}).get("sha256")
 
 
-def write_run(run_dir, oof_ids, oof, test_ids, test, mean_embedding, metrics, train_log):
-    """Write every artifact atomically, the manifest last."""
+def write_run(run_dir, oof_ids, oof, test_ids, test, mean_embedding, metrics, train_log, storage="float32"):
+    """Write every artifact atomically, the manifest last; `storage`: the dtype of oof.npy and test.npy.
+
+    `oof` / `test`: arrays or anything sliced by rows (a memory map), checked (shape, finite, float16's range)
+    before anything is written, then converted and written CHECK_ROWS rows at a time."""
     run_dir = Path(run_dir)
-    oof = _check_array(run_dir / OOF_FILE, oof, list(oof_ids))
-    test = _check_array(run_dir / TEST_FILE, test, list(test_ids))
-    save_npy(run_dir / OOF_FILE, oof)
+    if storage not in STORAGE_DTYPES:
+        raise ValueError(f"storage must be one of {STORAGE_DTYPES}, got {storage!r}")
+    oof_ids, test_ids = list(oof_ids), list(test_ids)
+    for name, rows, ids in ((OOF_FILE, oof, oof_ids), (TEST_FILE, test, test_ids)):
+        _check_shape(run_dir / name, rows, ids)
+        _check_finite(run_dir / name, rows, ids, storage)
+    _write_rows(run_dir / OOF_FILE, oof, storage)
     save_csv(run_dir / OOF_IDS_FILE, pd.DataFrame({"imgId": list(oof_ids)}))
-    save_npy(run_dir / TEST_FILE, test)
+    _write_rows(run_dir / TEST_FILE, test, storage)
     save_csv(run_dir / TEST_IDS_FILE, pd.DataFrame({"imgId": list(test_ids)}))
     save_npy(run_dir / MEAN_FILE, np.asarray(mean_embedding, dtype=np.float32).reshape(EMBEDDING_DIM))
     write_json(run_dir / METRICS_FILE, metrics)
     log = pd.DataFrame(train_log, columns=LOG_COLUMNS) if not isinstance(train_log, pd.DataFrame) else train_log
     save_csv(run_dir / LOG_FILE, log)
-    write_json(run_dir / RUN_MANIFEST, {name: sha256_file(run_dir / name) for name in ARTIFACT_FILES})
+    write_json(run_dir / RUN_MANIFEST, {**{name: sha256_file(run_dir / name) for name in ARTIFACT_FILES},
+                                        PREDICTIONS_DTYPE: storage})
 
 
 def is_complete(run_dir):
     return (Path(run_dir) / RUN_MANIFEST).is_file()
 
 
-def _check_array(path, arr, ids):
-    arr = np.asarray(arr, dtype=np.float32)
-    if arr.shape != (len(ids), EMBEDDING_DIM):
-        raise DataError(path, f"shape {arr.shape}, expected ({len(ids)}, {EMBEDDING_DIM})")
-    if not np.isfinite(arr).all():
-        row = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
-        raise DataError(path, f"NaN or inf in the prediction for imgId {ids[row]!r} (row {row})")
+def _check_shape(path, arr, ids):
+    if tuple(np.shape(arr)) != (len(ids), EMBEDDING_DIM):
+        raise DataError(path, f"shape {tuple(np.shape(arr))}, expected ({len(ids)}, {EMBEDDING_DIM})")
+
+
+def _check_finite(path, rows, ids, storage=None):
+    """DataError naming the first row holding NaN or inf (or, for float16 storage, a value float16 would store
+    as inf); `rows` is read CHECK_ROWS rows at a time."""
+    for s in range(0, len(rows), CHECK_ROWS):
+        block = np.asarray(rows[s:s + CHECK_ROWS], dtype=np.float32)
+        ok = np.isfinite(block).all(axis=1)
+        if not ok.all():
+            row = s + int(np.flatnonzero(~ok)[0])
+            raise DataError(path, f"NaN or inf in the prediction for imgId {ids[row]!r} (row {row})")
+        if storage == "float16":
+            big = np.abs(block).max(axis=1) > FLOAT16_MAX
+            if big.any():
+                row = s + int(np.flatnonzero(big)[0])
+                raise DataError(path, f"prediction for imgId {ids[row]!r} (row {row}) exceeds float16's range "
+                                      f"(|x| > {FLOAT16_MAX:g}); store the run as float32")
+
+
+def _write_rows(path, rows, storage):
+    """rows -> a .npy of dtype `storage`, CHECK_ROWS rows at a time (atomically)."""
+    n = len(rows)
+    with npy_writer(path, (n, EMBEDDING_DIM), storage) as write:
+        for s in range(0, n, CHECK_ROWS):
+            e = min(s + CHECK_ROWS, n)
+            write(s, e, np.asarray(rows[s:e], dtype=np.float32).astype(storage))
+
+
+def _open_predictions(path, ids, storage, check_values=True):
+    """Read-only memory map of oof.npy / test.npy, checked (shape, dtype, finite) without reading it whole."""
+    from core.rows import NpyRows
+
+    arr = np.load(path, mmap_mode="r")
+    if (storage is not None and arr.dtype != np.dtype(storage)) or arr.dtype.kind != "f":
+        raise DataError(path, f"dtype {arr.dtype}, but {RUN_MANIFEST} records {storage or 'a float array'}")
+    _check_shape(path, arr, ids)
+    if check_values:
+        _check_finite(path, NpyRows(path), ids)  # plain reads: the check leaves no pages resident
     return arr
 
 
-def load_run(run_dir, verify_hashes=True):
-    """Read and validate a finished run directory."""
+def load_run(run_dir, verify_hashes=True, check_oof_values=True):
+    """Read and validate a finished run directory. `check_oof_values=False`: leave the NaN / inf check of
+    oof.npy to a reader that passes over its rows anyway (the OOF report), so the file is read once."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(run_dir, "run directory not found")
@@ -107,11 +160,14 @@ def load_run(run_dir, verify_hashes=True):
             raise DataError(path, "content differs from manifest.json (file changed after the run finished)")
     oof_ids = read_ids(run_dir / OOF_IDS_FILE)
     test_ids = read_ids(run_dir / TEST_IDS_FILE)
-    oof = _check_array(run_dir / OOF_FILE, np.load(run_dir / OOF_FILE, mmap_mode="r"), oof_ids)
-    test = _check_array(run_dir / TEST_FILE, np.load(run_dir / TEST_FILE, mmap_mode="r"), test_ids)
+    storage = manifest.get(PREDICTIONS_DTYPE)  # None: a run written before the option (float32)
+    if storage is not None and storage not in STORAGE_DTYPES:
+        raise DataError(manifest_path, f"{PREDICTIONS_DTYPE} {storage!r} is not one of {STORAGE_DTYPES}")
+    oof = _open_predictions(run_dir / OOF_FILE, oof_ids, storage, check_oof_values)
+    test = _open_predictions(run_dir / TEST_FILE, test_ids, storage)
     mean = np.load(run_dir / MEAN_FILE).astype(np.float32)
     metrics = read_json(run_dir / METRICS_FILE)
-    return Run(run_dir.name, run_dir, oof_ids, oof, test_ids, test, mean, metrics)
+    return Run(run_dir.name, run_dir, oof_ids, oof, test_ids, test, mean, metrics, str(oof.dtype))
 
 
 def _first_difference(a, b):

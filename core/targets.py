@@ -186,6 +186,29 @@ def targets_for(target_dir, ids):
     return emb[[pos[i] for i in ids]]
 
 
+def targets_rows(target_dir, ids):
+    """The targets of `ids`, in that order, as core.rows.NpyRows read on demand (the folder checked as
+    load_targets checks it; every id must be present)."""
+    from core.rows import NpyRows
+
+    target_dir = Path(target_dir)
+    for name in (TARGETS_FILE, IDS_FILE, META_FILE):
+        if not (target_dir / name).is_file():
+            raise DataError(target_dir / name, "missing; run `python -m core.targets` first")
+    t_ids = read_ids(target_dir / IDS_FILE)
+    rows = NpyRows(target_dir / TARGETS_FILE)
+    if (rows.file_rows, rows.dim) != (len(t_ids), EMBEDDING_DIM):
+        raise DataError(target_dir / TARGETS_FILE, f"shape ({rows.file_rows}, {rows.dim}) does not match "
+                                                   f"{len(t_ids)} ids in {IDS_FILE}")
+    if list(t_ids) == list(ids):
+        return rows
+    pos = {i: k for k, i in enumerate(t_ids)}
+    missing = [i for i in ids if i not in pos]
+    if missing:
+        raise DataError(target_dir / IDS_FILE, f"{len(missing)} requested imgIds have no target, e.g. {missing[:3]}")
+    return NpyRows(rows.path, np.fromiter((pos[i] for i in ids), dtype=np.int64, count=len(ids)))
+
+
 @exit_on_input_error
 def main(argv=None):
     from core.dataset import PROMPTS_FILE, read_prompts

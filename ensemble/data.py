@@ -5,8 +5,11 @@
     folds  int (N,):          the row's fold, ascending: every fold is one contiguous row range
 
 Because each fold is contiguous, "the rows of folds {0, 2, 3}" is a short list of (start, stop)
-ranges: fitting and scoring stream over those ranges in chunks without copying rows, so X may
-be a memory-mapped .npy.
+ranges: fitting and scoring stream over those ranges in chunks without copying rows.
+
+It offers the row interface of ensemble.source.RunFiles (`chunks`, `rows_of`, `folds`, ...), so the
+nested procedure runs on either: RunFiles streams the runs' files, a StackData holds rows in memory
+(the per-dimension fits' rows, tests, the LightGBM stacker).
 """
 from dataclasses import dataclass, field
 
@@ -69,6 +72,17 @@ class StackData:
 
     def count(self, folds):
         return sum(b - a for a, b in self.segments(folds))
+
+    def chunks(self, rows=CHUNK_ROWS * 16):
+        """Yield (start, stop, X (M, c, D), T (c, D)) over all rows, in order (views, not copies)."""
+        for s in range(0, self.n_rows, rows):
+            e = min(s + rows, self.n_rows)
+            yield s, e, self.X[:, s:e], self.T[s:e]
+
+    def rows_of(self, folds):
+        """Sorted indices of the rows of the given folds."""
+        segments = self.segments(folds)
+        return np.concatenate([np.arange(a, b) for a, b in segments]) if segments else np.zeros(0, dtype=np.int64)
 
     def blocks(self, folds, chunk=CHUNK_ROWS):
         """Yield (start, stop) blocks of at most `chunk` rows over the given folds."""

@@ -32,8 +32,16 @@ import pandas as pd
 from core.errors import DataError, exit_on_input_error
 from core.io import save_csv, save_npy, write_json
 from core.submission import SUBMISSION_FILE, write_submission
-from ensemble.apply import (ENSEMBLE_MANIFEST, LGBM_FILE, OOF_BLEND_FILE, OOF_BLEND_IDS_FILE, RIDGE_FILE, SCORES_FILE,
-                            WEIGHTS_CSV, WEIGHTS_FILE)
+from ensemble.apply import (
+    ENSEMBLE_MANIFEST,
+    LGBM_FILE,
+    OOF_BLEND_FILE,
+    OOF_BLEND_IDS_FILE,
+    RIDGE_FILE,
+    SCORES_FILE,
+    WEIGHTS_CSV,
+    WEIGHTS_FILE,
+)
 from ensemble.blend import blend, save_weights, weights_table
 from ensemble.inputs import load_inputs
 from ensemble.nested_cv import AUTO_METHODS, DEFAULT_RIDGE_ALPHAS, DEFAULT_SHRINKAGE_GRID, LGBM_MIN_FOLDS, nested_cv
@@ -42,7 +50,8 @@ from ensemble.ridge_stacker import predict_ridge, save_ridge
 # `auto` includes the LightGBM stacker up to this many OOF rows. Measured with
 # bench/bench_stacker.py on this 2-core machine (1 thread, early stopping): 0.024 s per dimension
 # at 2,000 rows (~0.9 min for the K + 1 fits of the nested procedure), 0.092 s at 20,000 (~3.5 min),
-# 0.62 s at 160,000 (~24 min). At 200,000 rows the weight methods take ~3 min, ridge ~2.5 min.
+# 0.62 s at 160,000 (~24 min). The whole default procedure (equal, per_model, per_dim, ridge) takes
+# minutes at 2,000,000 rows (docs/benchmarks.md).
 LGBM_AUTO_MAX_ROWS = 10_000
 
 
@@ -187,7 +196,8 @@ def write_outputs(out, result, inputs):
         test_blend = blend(list(inputs.test), final.weights, names=names)
         manifest = {"method": final.method, "models": names, "file": WEIGHTS_FILE, "shrinkage": final.shrinkage}
     if getattr(result, "oof_blend", None) is not None:
-        save_npy(out / OOF_BLEND_FILE, result.oof_blend)
+        if not isinstance(result.oof_blend, (str, Path)):  # else nested_cv wrote it there, row block by row block
+            save_npy(out / OOF_BLEND_FILE, result.oof_blend)
         save_csv(out / OOF_BLEND_IDS_FILE, pd.DataFrame({"imgId": list(inputs.data.ids)}))
     write_json(out / ENSEMBLE_MANIFEST, manifest)
     write_submission(out / SUBMISSION_FILE, inputs.test_ids, test_blend)
@@ -239,7 +249,7 @@ def main(argv=None):
         choose=None if args.method == "auto" else args.method,
         nonneg_model=not args.allow_negative_model_weights, nonneg_dim=args.nonneg_dim, seed=args.seed,
         lgbm_options={"num_threads": args.lgbm_threads}, progress=not args.quiet,
-        ridge_alphas=args.ridge_alphas, drop_one=True, predict_oof=True,
+        ridge_alphas=args.ridge_alphas, drop_one=True, predict_oof=True, oof_blend_path=out / OOF_BLEND_FILE,
     )
     t_fit = time.perf_counter() - t0 - t_load
     test_blend = write_outputs(out, result, inputs)

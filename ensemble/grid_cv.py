@@ -4,9 +4,10 @@
 Inner CV for outer fold k: for each inner fold j != k, fit on all folds but {k, j}, score on j.
 The fit on "all folds but {k, j}" serves outer fold k (scored on j) and outer fold j (scored on
 k), so the inner CV costs C(K, 2) paths, not K (K - 1). The outer fits (all folds but k) are
-scored on k for every value: fold k's nested score is the one of the value its inner CV picked,
-and the value with the best plain K-fold score is the one the final refit uses.
-Every score goes through the Ledger, which refuses a fold the fit saw.
+scored on k for every value: the value with the best plain K-fold score is the one the final refit
+uses, and fold k's nested score is the one of the outer fit with the value its inner CV picked
+(`outer`; the nested procedure scores it on all rows of fold k). Every score goes through the
+Ledger, which refuses a fold the fit saw; the choices here use its selection rows.
 """
 import itertools
 from dataclasses import dataclass, field
@@ -19,8 +20,8 @@ class GridCV:
     inner_scores: dict  # outer fold -> {value: inner CV score}
     cv_by_value: dict  # value -> plain K-fold score
     chosen: float  # best K-fold value: the refit's
-    sums: dict  # outer fold -> (sum cos, n) of its outer fit with the picked value
     outer: dict  # outer fold -> the Fitted scored there (picked value)
+    sums: dict = field(default_factory=dict)  # outer fold -> (sum cos, n) of `outer` on all rows (the outer pass)
     notes: list = field(default_factory=list)
 
 
@@ -67,7 +68,6 @@ def grid_cv(ledger, folds, grid, path, method, what, fallback):
         inner_scores=inner_scores,
         cv_by_value=cv_by_value,
         chosen=argmax(cv_by_value, grid),
-        sums={k: outer_fit[k, per_fold[k]][1:] for k in folds},
         outer={k: outer_fit[k, per_fold[k]][0] for k in folds},
         notes=notes,
     )

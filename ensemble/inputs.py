@@ -1,4 +1,7 @@
-"""Run directories -> validated, id-aligned, L2-normalised arrays for stacking.
+"""Run directories -> validated, id-aligned OOF rows for stacking (read from the files on demand).
+
+The OOF rows are ensemble.source.RunFiles over the runs' oof.npy (float32 or float16) and the
+targets, in the first run's imgId order; only the test predictions (M x N_test x 384) are loaded.
 
 The targets folder and folds.csv are found through each run's metrics.json
 (`folds: {path, sha256}`, `targets: {path, ...}`: core.runs.find_folds / find_targets) unless
@@ -19,16 +22,17 @@ import numpy as np
 from core.errors import DataError
 from core.folds import load_folds
 from core.metric import l2_normalize
-from core.runs import OOF_FILE, TEST_FILE, aligned, check_compatible, find_folds, find_targets, load_run, run_names
-from core.targets import targets_for
+from core.rows import NpyRows, id_order
+from core.runs import OOF_FILE, aligned, check_compatible, find_folds, find_targets, load_run, run_names
+from core.targets import targets_rows
 from ensemble.blend import first_nonfinite_row
-from ensemble.data import StackData, fold_order
+from ensemble.source import RunFiles
 
 
 @dataclass
 class StackInputs:
     runs: list
-    data: StackData  # OOF rows sorted by fold
+    data: RunFiles  # OOF rows, in the first run's oof_ids order
     test_ids: list
     test: np.ndarray  # (M, N_test, D) float32, L2-normalised rows, in test_ids order
     folds_path: Path
@@ -41,19 +45,17 @@ class StackInputs:
         return self.data.names
 
 
-def _stack(runs, names, ids, which):
-    m, n = len(runs), len(ids)
-    dim = (runs[0].oof if which == "oof" else runs[0].test).shape[1]
-    X = np.empty((m, n, dim), dtype=np.float32)
+def _stack_test(runs, ids):
+    """(M, N_test, D) float32 L2-normalised test predictions in `ids` order (load_run checked them finite)."""
+    X = np.empty((len(runs), len(ids), runs[0].test.shape[1]), dtype=np.float32)
     for k, run in enumerate(runs):
-        src = aligned(run, ids, which)
-        bad = first_nonfinite_row(src)
-        if bad is not None:
-            raise DataError(Path(run.path) / (OOF_FILE if which == "oof" else TEST_FILE),
-                            f"NaN or inf in run {names[k]}'s prediction for imgId {ids[bad]!r}")
-        l2_normalize(src, out=X[k])
-        del src
+        l2_normalize(aligned(run, ids, "test"), out=X[k])
     return X
+
+
+def _oof_readers(runs, ids):
+    """NpyRows of each run's oof.npy in `ids` order (load_run checked every file finite)."""
+    return [NpyRows(Path(r.path) / OOF_FILE, id_order(r.oof_ids, ids, Path(r.path) / OOF_FILE)) for r in runs]
 
 
 def load_inputs(run_dirs, targets=None, folds=None, verify_hashes=True):
@@ -75,17 +77,11 @@ def load_inputs(run_dirs, targets=None, folds=None, verify_hashes=True):
 
     ids = list(runs[0].oof_ids)
     fold_of = load_folds(folds_path, ids)
-    order = fold_order(fold_of)
-    ids = [ids[i] for i in order]
-    fold_of = fold_of[order]
-
-    T = targets_for(targets_path, ids)
+    T = targets_rows(targets_path, ids)
     bad = first_nonfinite_row(T)
     if bad is not None:
         raise DataError(targets_path, f"NaN or inf in the target of imgId {ids[bad]!r}")
-    T = l2_normalize(T, out=T)
-    X = _stack(runs, names, ids, "oof")
+    data = RunFiles(_oof_readers(runs, ids), T, fold_of, names, ids)
     test_ids = list(runs[0].test_ids)
-    X_test = _stack(runs, names, test_ids, "test")
-    data = StackData(X, T, fold_of, names, ids)
-    return StackInputs(runs, data, test_ids, X_test, folds_path, folds_sha, targets_path, notes)
+    return StackInputs(runs, data, test_ids, _stack_test(runs, test_ids), folds_path, folds_sha, targets_path,
+                       notes)

@@ -10,12 +10,13 @@ on its own dimension). The prediction B x_i + b is L2-normalised.
 
 Fitting streams once over the rows and keeps per-fold sums (X'X, X'T, sum x, sum t, n): the
 centred Gram matrix of any set of folds is a sum of those, so each fit of the nested CV is one
-(M*D)^2 Cholesky solve per alpha and never reads the rows again. (Sets with fewer rows than
+(M*D)^2 Cholesky solve per alpha and never reads the rows again. The sums are those of shifted rows
+(FoldSums), so that each chunk's product can be float32. (Sets with fewer rows than
 features keep their rows and solve the equivalent n x n dual system instead.) Applying is numpy only
 (ridge.npz: `coef` (D, M*D), `intercept` (D,), `models`, `alpha`), so offline inference reuses it.
 """
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,16 +37,40 @@ class RidgeStacker:
 
 @dataclass
 class FoldSums:
-    """Per-fold sums over rows: xx (F, F), xt (F, D), x (F,), t (D,), n; F = M*D, float64.
-    `rows` (fold -> (features, targets)) is kept only for sets of fewer rows than features."""
+    """Per-fold sums over rows of the shifted features z - shift_x and targets t - shift_t: xx (F, F),
+    xt (F, D), x (F,), t (D,), n; float64; F = M*D. Each chunk's products are float32 (BLAS syrk / gemm at twice
+    float64's speed); the shift (the first chunk's mean row) keeps them free of cancellation, and the fits
+    undo it. `rows` (fold -> [(features, targets)], shifted) is kept only for sets of fewer rows than features."""
 
-    xx: dict
-    xt: dict
-    x: dict
-    t: dict
-    n: dict
+    xx: dict = field(default_factory=dict)
+    xt: dict = field(default_factory=dict)
+    x: dict = field(default_factory=dict)
+    t: dict = field(default_factory=dict)
+    n: dict = field(default_factory=dict)
     rows: dict = None
+    shift_x: np.ndarray = None
+    shift_t: np.ndarray = None
     seconds: float = 0.0
+
+    def add(self, fold, X_rows, T_rows):
+        """Add rows of `fold`: X_rows (M, c, D) and T_rows (c, D), L2-normalised."""
+        Z = features(np.asarray(X_rows, dtype=np.float32))
+        T = np.asarray(T_rows, dtype=np.float32)
+        if self.shift_x is None:
+            self.shift_x, self.shift_t = Z.mean(axis=0, dtype=np.float64), T.mean(axis=0, dtype=np.float64)
+        Z = Z - self.shift_x.astype(np.float32)  # not in place: Z may be a view of the caller's rows
+        T = T - self.shift_t.astype(np.float32)
+        if fold not in self.n:
+            f, d = Z.shape[1], T.shape[1]
+            self.xx[fold], self.xt[fold], self.x[fold], self.t[fold] = np.zeros((f, f)), np.zeros((f, d)), np.zeros(f), np.zeros(d)
+            self.n[fold] = 0
+        self.xx[fold] += Z.T @ Z
+        self.xt[fold] += Z.T @ T
+        self.x[fold] += Z.sum(axis=0, dtype=np.float64)
+        self.t[fold] += T.sum(axis=0, dtype=np.float64)
+        self.n[fold] += len(Z)
+        if self.rows is not None:
+            self.rows.setdefault(fold, []).append((Z.astype(np.float64), T.astype(np.float64)))
 
 
 def features(X_rows):
@@ -54,29 +79,20 @@ def features(X_rows):
     return np.ascontiguousarray(np.transpose(X_rows, (1, 0, 2))).reshape(n, m * d)
 
 
+def empty_sums(data):
+    """FoldSums to fill with `add`; rows are kept when the data has fewer rows than features."""
+    return FoldSums(rows={} if data.n_rows < data.n_models * data.dim else None)
+
+
 def fold_sums(data, chunk=GRAM_CHUNK_ROWS):
-    """One pass over a StackData's rows (L2-normalised predictions and targets): FoldSums per fold."""
+    """One pass over a StackData's or RunFiles' rows: FoldSums per fold."""
+    from ensemble.source import fold_parts
+
     t0 = time.perf_counter()
-    f, d = data.n_models * data.dim, data.dim
-    sums = FoldSums({}, {}, {}, {}, {}, {} if data.n_rows < f else None)
-    for fold in data.fold_values:
-        xx, xt = np.zeros((f, f)), np.zeros((f, d))
-        sx, st = np.zeros(f), np.zeros(d)
-        zs, ts = [], []
-        for s, e in data.blocks([fold], chunk=chunk):
-            Z = features(data.X[:, s:e]).astype(np.float64)
-            T = np.asarray(data.T[s:e], dtype=np.float64)
-            xx += Z.T @ Z
-            xt += Z.T @ T
-            sx += Z.sum(axis=0)
-            st += T.sum(axis=0)
-            if sums.rows is not None:
-                zs.append(Z)
-                ts.append(T)
-        if sums.rows is not None:
-            sums.rows[fold] = (np.concatenate(zs), np.concatenate(ts))
-        sums.xx[fold], sums.xt[fold], sums.x[fold], sums.t[fold] = xx, xt, sx, st
-        sums.n[fold] = data.count([fold])
+    sums = empty_sums(data)
+    for s, e, X, T in data.chunks(chunk):
+        for fold, rows in fold_parts(data.folds[s:e]):
+            sums.add(fold, X[:, rows], T[rows])
     sums.seconds = time.perf_counter() - t0
     return sums
 
@@ -88,14 +104,18 @@ def fit_ridge(sums, folds, alphas, models):
     n = sum(sums.n[k] for k in folds)
     if n == 0:
         raise ValueError("no rows to fit the ridge stacker on")
-    mx = sum(sums.x[k] for k in folds) / n
+    mx = sum(sums.x[k] for k in folds) / n  # means of the shifted rows
     mt = sum(sums.t[k] for k in folds) / n
     for alpha in alphas:
         if not alpha > 0:
             raise ValueError(f"ridge alpha must be > 0, got {alpha}")
+
+    def stacker(alpha, W):  # the intercept of the unshifted rows
+        b = (mt + sums.shift_t) - (mx + sums.shift_x) @ W
+        return RidgeStacker(list(models), W.T.astype(np.float32), b.astype(np.float32), float(alpha))
+
     if sums.rows is not None and n < len(mx):
-        return [RidgeStacker(list(models), W.T.astype(np.float32), (mt - mx @ W).astype(np.float32), float(alpha))
-                for alpha, W in zip(alphas, _dual_solutions(sums, folds, mx, mt, alphas))]
+        return [stacker(alpha, W) for alpha, W in zip(alphas, _dual_solutions(sums, folds, mx, mt, alphas))]
     gram = sum(sums.xx[k] for k in folds) - n * np.outer(mx, mx)
     cross = sum(sums.xt[k] for k in folds) - n * np.outer(mx, mt)
     from scipy.linalg import LinAlgError, cho_factor, cho_solve  # fitting only: applying stays numpy-only
@@ -110,15 +130,15 @@ def fit_ridge(sums, folds, alphas, models):
             a = gram.copy()
             a[np.diag_indices_from(a)] += alpha
             W = np.linalg.solve(a, cross)
-        out.append(RidgeStacker(list(models), W.T.astype(np.float32), (mt - mx @ W).astype(np.float32), float(alpha)))
+        out.append(stacker(alpha, W))
     return out
 
 
 def _dual_solutions(sums, folds, mx, mt, alphas):
     """Fewer rows than features (tiny sets): W = Xc' (Xc Xc' + alpha I)^-1 Tc, the same solution via an
     n x n system instead of an F x F one (scikit-learn switches the same way)."""
-    Z = np.concatenate([sums.rows[k][0] for k in folds]) - mx
-    T = np.concatenate([sums.rows[k][1] for k in folds]) - mt
+    Z = np.concatenate([z for k in folds for z, _ in sums.rows[k]]) - mx
+    T = np.concatenate([t for k in folds for _, t in sums.rows[k]]) - mt
     kernel = Z @ Z.T
     eye = np.eye(len(Z))
     return [Z.T @ np.linalg.solve(kernel + alpha * eye, T) for alpha in alphas]

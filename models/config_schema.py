@@ -156,6 +156,9 @@ MODEL_CONFIG = {
         # none, flip, crops (5% border crop), norm2 (the other of CLIP / ImageNet mean-std), resize (down to
         # 0.875 of the size and back up)
         "tta": Key("none", (str, list), convert=canonical_tta),
+        # dtype of the run's oof.npy / test.npy (core.runs): float16 halves them (2M OOF rows: 1.5 GB per model) at a
+        # cost in cosine of ~1e-6 (docs/stacker.md); it changes the stored outputs, so float16 enters the hash
+        "storage": Key("float32", str, choices=("float32", "float16"), neutral="float32"),
     },
     "knn": {
         "k": Key(20, int, ge=1),

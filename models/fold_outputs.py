@@ -123,5 +123,5 @@ def assemble_run(cfg, chash, data, run_dir, wall_seconds):
         **data.provenance,
     }
     write_run(run_dir, data.ids, oof, data.test_ids, test_sum / data.k, data.targets.mean(axis=0), metrics,
-              pd.concat(logs, ignore_index=True))
+              pd.concat(logs, ignore_index=True), storage=cfg["predict"]["storage"])
     return metrics

@@ -29,34 +29,49 @@ def directional_residual(prediction, targets):
     return p - np.sum(p * t, axis=1, keepdims=True) * t
 
 
+class ResidualCorrelation:
+    """The correlation's accumulator: feed it chunks of rows (`add`), read the table (`result`).
+
+    Per chunk, the residuals' sums and their Gram matrix are added up in float64; the correlation
+    comes from those totals. The OOF report feeds it from its one pass over the files."""
+
+    def __init__(self, names):
+        self.names = list(names)
+        m = len(self.names)
+        self.total, self.gram, self.count = np.zeros(m), np.zeros((m, m)), 0
+
+    def add(self, predictions, targets):
+        """One chunk: {name: (c, D) predictions} (any scale) and the (c, D) targets."""
+        res = np.stack([directional_residual(predictions[k], targets).ravel() for k in self.names]).astype(np.float64)
+        self.total += res.sum(axis=1)
+        self.gram += res @ res.T
+        self.count += res.shape[1]
+
+    def result(self):
+        names = self.names
+        mean = self.total / max(self.count, 1)
+        cov = self.gram - self.count * np.outer(mean, mean)
+        sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = cov / np.outer(sd, sd)  # a constant residual (zero variance) gives NaN, as np.corrcoef does
+        np.fill_diagonal(corr, np.where(sd > 0, 1.0, np.nan))
+        return pd.DataFrame(np.clip(corr, -1.0, 1.0), index=names, columns=names)
+
+
 def residual_correlation(predictions, targets, chunk_rows=CHUNK_ROWS):
     """Pearson correlation between models of their flattened directional residuals.
 
     `predictions` maps a model name to an (N, D) array aligned with `targets` (anything sliced by
-    rows: arrays, memory maps, `RowView`s). Per chunk of rows, the residuals' sums and their
-    Gram matrix are added up in float64; the correlation comes from those totals.
-    """
+    rows: arrays, memory maps, `RowView`s), read `chunk_rows` rows at a time."""
     names = list(predictions)
     n = len(targets)
     for name in names:
         if len(predictions[name]) != n:
             raise ValueError(f"{name}: {len(predictions[name])} rows of predictions for {n} targets")
-    m = len(names)
-    total, gram, count = np.zeros(m), np.zeros((m, m)), 0
+    acc = ResidualCorrelation(names)
     for s in range(0, n, chunk_rows):
-        t = np.asarray(targets[s:s + chunk_rows])
-        res = np.stack([directional_residual(np.asarray(predictions[k][s:s + chunk_rows]), t).ravel()
-                        for k in names]).astype(np.float64)
-        total += res.sum(axis=1)
-        gram += res @ res.T
-        count += res.shape[1]
-    mean = total / max(count, 1)
-    cov = gram - count * np.outer(mean, mean)
-    sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = cov / np.outer(sd, sd)  # a constant residual (zero variance) gives NaN, as np.corrcoef does
-    np.fill_diagonal(corr, np.where(sd > 0, 1.0, np.nan))
-    return pd.DataFrame(np.clip(corr, -1.0, 1.0), index=names, columns=names)
+        acc.add({k: np.asarray(predictions[k][s:s + chunk_rows]) for k in names}, np.asarray(targets[s:s + chunk_rows]))
+    return acc.result()
 
 
 class RowView:

@@ -19,9 +19,9 @@ import pandas as pd
 
 from core import EMBEDDING_DIM
 from core.folds import groups_path, save_folds, save_groups
-from core.io import save_csv, save_npy, sha256_file, sha256_strings, write_json
-from core.targets import IDS_FILE, META_FILE, TARGETS_FILE
+from core.io import npy_writer, save_csv, sha256_file, sha256_strings, write_json
 from core.runs import LOG_COLUMNS, write_run
+from core.targets import IDS_FILE, META_FILE, TARGETS_FILE
 
 SOURCES = ("laion", "diffusiondb", "chatgpt")
 SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "qua", "bri", "dro", "fle", "gra", "pho", "str")
@@ -147,13 +147,75 @@ def clustered_unit_vectors(path, n, d, centres, seed, chunk=65_536):
     del out
 
 
-def write_targets_folder(path, ids, targets):
-    """A targets folder in core.targets' format (targets.npy, ids.csv, meta.json)."""
-    save_npy(path / TARGETS_FILE, np.asarray(targets, dtype=np.float32))
+def write_targets_folder(path, ids, targets, chunk=65536):
+    """A targets folder in core.targets' format (targets.npy, ids.csv, meta.json); `targets` anything sliced by
+    rows (a memory map, `Reordered`), written `chunk` rows at a time."""
+    n, dim = len(ids), int(np.shape(targets)[1])
+    with npy_writer(path / TARGETS_FILE, (n, dim)) as write:
+        for s in range(0, n, chunk):
+            write(s, min(s + chunk, n), np.asarray(targets[s:s + chunk], dtype=np.float32))
     save_csv(path / IDS_FILE, pd.DataFrame({"imgId": list(ids)}))
     write_json(path / META_FILE, {"key": sha256_strings(ids), "n": len(ids), "dim": int(np.shape(targets)[1]),
                                   "embedder": "synthetic", "targets_sha256": sha256_file(path / TARGETS_FILE)})
     return path
+
+
+class Reordered:
+    """Rows of `array` in the order `index`, read per slice: what write_run / write_targets_folder read."""
+
+    def __init__(self, array, index):
+        self.array, self.index = array, np.asarray(index, dtype=np.int64)
+        self.shape = (len(self.index),) + tuple(array.shape[1:])
+
+    def __len__(self):
+        return len(self.index)
+
+    def __getitem__(self, rows):
+        return np.asarray(self.array[self.index[rows]])
+
+
+def interleaved_order(folds):
+    """Row order that cycles through the folds (fold 0's first row, fold 1's first row, ...), as a trainer's
+    OOF file lists images: every chunk of rows holds rows of every fold."""
+    folds = np.asarray(folds)
+    position = np.empty(len(folds), dtype=np.int64)
+    for f in np.unique(folds):
+        rows = np.flatnonzero(folds == f)
+        position[rows] = np.arange(len(rows))
+    return np.lexsort((folds, position))
+
+
+def write_stacker_project(root, n, m=4, k=5, seed=0, storage="float32", n_test=1000, chunk=20000):
+    """The stacker bench's data at any N in bounded memory: bench.bench_stacker's synthetic set (the rows of its
+    earlier in-memory version: image i in fold i * k // n, sorted) written as M run directories (oof.npy / test.npy
+    as `storage`, rows interleaved across folds), their targets folder and folds.csv. Returns dict(runs, targets,
+    folds)."""
+    root = Path(root)
+    tmp = root / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    T = np.lib.format.open_memmap(tmp / "T.npy", mode="w+", dtype=np.float32, shape=(n, EMBEDDING_DIM))
+    X = np.lib.format.open_memmap(tmp / "X.npy", mode="w+", dtype=np.float32, shape=(m, n, EMBEDDING_DIM))
+    sigma = noise_levels(m, seed=seed, spread=0.1)
+    fill_targets_and_predictions(T, X, sigma, seed=seed, chunk=chunk)
+    ids, folds = make_ids(n), np.sort(np.arange(n) % k)
+    order = interleaved_order(folds)
+    folds_path, folds_sha256 = write_folds_and_groups(root, ids, folds, make_groups(folds), k)
+    file_ids = [ids[i] for i in order]
+    targets = write_targets_folder(root / "targets", file_ids, Reordered(T, order))
+    t_test = make_targets(n_test, seed=seed + 10 ** 9, mean_seed=seed)
+    x_test = make_predictions(t_test, sigma, seed=seed + 10 ** 9)
+    test_ids = make_ids(n_test, prefix="test")
+    runs = []
+    for j in range(m):
+        metrics = {"folds": {"path": str(folds_path), "sha256": folds_sha256}, "targets": {"path": str(targets)}}
+        runs.append(root / "runs" / f"model{j}")
+        write_run(runs[-1], file_ids, Reordered(X[j], order), test_ids, x_test[j], t_test.mean(axis=0), metrics, [],
+                  storage=storage)
+    del T, X
+    for f in tmp.iterdir():
+        f.unlink()
+    tmp.rmdir()
+    return {"runs": runs, "targets": targets, "folds": folds_path}
 
 
 def write_folds_and_groups(root, ids, folds, groups, k):
@@ -261,8 +323,9 @@ def _report_run_record(name, j, k, epochs, provenance):
     return metrics, pd.DataFrame(log, columns=LOG_COLUMNS)
 
 
-def write_report_project(root, n, m=4, k=5, n_test=200, seed=0, images=False, chunk=20000, epochs=3):
-    """Everything the report reads, under `root`.
+def write_report_project(root, n, m=4, k=5, n_test=200, seed=0, images=False, chunk=20000, epochs=3,
+                         storage="float32"):
+    """Everything the report reads, under `root` (runs' predictions stored as `storage`).
 
     Returns dict(runs, targets, test_targets, folds, train, ids, test_ids, names, groups, folds_array)."""
     root = Path(root)
@@ -287,7 +350,8 @@ def write_report_project(root, n, m=4, k=5, n_test=200, seed=0, images=False, ch
     for j, name in enumerate(names):
         metrics, log = _report_run_record(name, j, k, epochs, provenance)
         run_dir = root / "runs" / name
-        write_run(run_dir, ids, X[j, :n], test_ids, X[j, n:], np.asarray(T[:n].mean(axis=0)), metrics, log)
+        write_run(run_dir, ids, X[j, :n], test_ids, X[j, n:], np.asarray(T[:n].mean(axis=0)), metrics, log,
+                  storage=storage)
         runs.append(run_dir)
     del T, X
     for f in tmp.iterdir():

@@ -11,7 +11,7 @@ import ensemble.ledger as ledger_mod
 import ensemble.nested_cv as ncv
 from ensemble.blend import blend, load_weights, save_weights, weights_table
 from ensemble.data import StackData, fold_order
-from ensemble.nested_cv import Fitted, Ledger, LeakError, nested_cv
+from ensemble.nested_cv import Fitted, LeakError, Ledger, nested_cv
 from ensemble.objective import cosine_and_gradient, cosine_sum, model_stats
 from ensemble.weight_fits import fit_dimension_weights, fit_model_weights
 from tests import synthetic as S
@@ -60,10 +60,11 @@ def noise_data():
 def spied_split_run(split_data):
     """Nested CV on split_data with every per-dim fit tagged by its training folds and every score checked.
 
-    Check by construction: a score of weights that no fit returned, or of a fold the fit saw, fails at once.
+    Check by construction: a score of weights that no fit returned, or of a fold the fit saw, fails at once:
+    the selection scores (cosine_sum: inner CV, K-fold) and the outer pass's (block_cosines: the nested scores).
     """
     trained, scored = {}, []
-    real_fit, real_score = ncv.fit_dimension_weights_on, ledger_mod.cosine_sum
+    real_fit, real_score, real_block = ncv.fit_dimension_weights_on, ledger_mod.cosine_sum, ledger_mod.block_cosines
 
     def spy_fit(data, folds, *a, **kw):
         W, info = real_fit(data, folds, *a, **kw)
@@ -77,11 +78,26 @@ def spied_split_run(split_data):
         scored.append((seen, tuple(folds)))
         return real_score(data, W, folds)
 
+    def spy_block(fitted, X, T):
+        if fitted.method == "per_dim":
+            assert id(fitted.weights) in trained, "scored weights that no fit returned"
+            seen = trained[id(fitted.weights)][1]
+            folds = {int(split_data.folds[_row_of(split_data, x)]) for x in X[0]}
+            assert not (folds & seen), f"outer pass scored folds {folds} with weights trained on {sorted(seen)}"
+            scored.append((seen, tuple(folds), "outer"))
+        return real_block(fitted, X, T)
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ncv, "fit_dimension_weights_on", spy_fit)
         mp.setattr(ledger_mod, "cosine_sum", spy_score)
+        mp.setattr(ledger_mod, "block_cosines", spy_block)
         result = nested_cv(split_data, shrinkage_grid=FAST_GRID)
     return result, scored
+
+
+def _row_of(data, x):
+    """The row of data.X[0] equal to the (D,) vector x."""
+    return int(np.flatnonzero((data.X[0] == x).all(axis=1))[0])
 
 
 def test_per_dim_beats_per_model_and_finds_the_split(spied_split_run):
@@ -104,8 +120,11 @@ def test_nested_cv_never_scores_a_fold_its_stacker_saw(spied_split_run, split_da
     result, scored = spied_split_run
     folds = set(split_data.fold_values)
     K, G = len(folds), len(FAST_GRID)
-    assert len(scored) == (K * (K - 1) // 2) * G * 2 + K * G  # inner (both sides) + k-fold scores
-    for seen, (fold,) in scored:
+    selection = [s for s in scored if len(s) == 2]
+    assert len(selection) == (K * (K - 1) // 2) * G * 2 + K * G  # inner (both sides) + k-fold scores
+    outer_pass = [s for s in scored if len(s) == 3]
+    assert sorted(fold for _, (fold,), _ in outer_pass) == sorted(folds)  # one outer fit per fold, all its rows
+    for seen, (fold,), *_ in scored:
         assert fold not in seen and seen | {fold} <= folds
     # the ledger says the same for every method, and tuning never used the outer fold
     for rec in result.ledger:
@@ -114,7 +133,8 @@ def test_nested_cv_never_scores_a_fold_its_stacker_saw(spied_split_run, split_da
         else:
             assert rec["outer_fold"] not in rec["used_folds"]
     outer = [r for r in result.ledger if r["kind"] == "score" and r["purpose"] == "outer"]
-    assert {(r["method"], r["scored_fold"]) for r in outer} == {(m, f) for m in ("equal", "per_model") for f in folds}
+    assert sorted((r["method"], r["scored_fold"]) for r in outer) == sorted(
+        (m, f) for m in ("equal", "per_model", "per_dim") for f in folds)
     assert result.final.trained_on == frozenset(folds)
 
 
@@ -354,7 +374,8 @@ def spied_ridge_run():
 def test_ridge_mixes_dimensions_and_never_sees_its_fold(spied_ridge_run):
     data, result, scored = spied_ridge_run
     K, G = len(data.fold_values), 3
-    assert len(scored) == (K * (K - 1) // 2) * G * 2 + K * G + K  # inner (both sides) + k-fold + OOF predictions
+    # inner (both sides) + k-fold (selection rows) + the outer pass's nested scores + OOF predictions (all rows)
+    assert len(scored) == (K * (K - 1) // 2) * G * 2 + K * G + K + K
     # model 0 is the best model once its dimensions are put back: only ridge can
     assert result.chosen_method == "ridge", result.table()
     assert result.methods["ridge"]["overall"] > result.methods["per_dim"]["overall"] + 0.05, result.table()

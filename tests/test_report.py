@@ -16,13 +16,13 @@ from PIL import Image
 
 from core.io import sha256_file, write_json
 from core.metric import cosine_scores, mean_cosine
+from core.runs import LOG_FILE, RUN_MANIFEST, load_run, write_run
 from core.targets import targets_for
 from oof.report import stats
 from oof.report.cli import main
 from oof.report.failures import by_word, nearest_prompts
-from oof.report.text import PromptPieces, load_tokenizer, token_lengths
 from oof.report.load import open_targets
-from core.runs import LOG_FILE, RUN_MANIFEST, load_run, write_run
+from oof.report.text import PromptPieces, load_tokenizer, token_lengths
 from tests.helpers import assert_one_error_line
 from tests.synthetic import write_report_project
 
@@ -334,3 +334,77 @@ def test_compare_two_ensembles_pairs_their_nested_cv_blends(demo, tmp_path):
     assert [r["config key"] for r in diff] == ["models", "nested_cv_cosine"]
     with pytest.raises(SystemExit):  # one of each: refused
         main(["--compare", str(smaller), str(demo["runs"][0]), "--out", str(tmp_path / "x"), *FAST])
+
+
+def test_each_prediction_file_is_read_once_float16_runs_too(tmp_path, monkeypatch):
+    """One pass over every run's oof.npy and the ensemble's OOF blend feeds every section (the per-image scores, the
+    baseline, the residual correlation, the bootstrap); only the best and worst images' rows are read again."""
+    from core.rows import NpyRows
+    from ensemble.apply import OOF_BLEND_FILE
+    from ensemble.fit import main as fit
+    from oof.report.failures import N_EXTREMES
+
+    n = 400
+    p = write_report_project(tmp_path, n, m=2, k=3, n_test=20, storage="float16")
+    assert load_run(p["runs"][0]).oof.dtype == np.float16
+    ens = tmp_path / "ensemble"
+    assert fit(["--runs", *map(str, p["runs"]), "--out", str(ens), "--method", "per_model", "--quiet"]) == 0
+    rows_read = {}
+    real_file_rows, real_gather = NpyRows._file_rows, NpyRows._gather
+
+    def count(path, k):  # a run's oof.npy under its run's name
+        key = Path(path).parent.name if Path(path).name == "oof.npy" else Path(path).name
+        rows_read[key] = rows_read.get(key, 0) + k
+
+    def file_rows(self, start, stop):
+        count(self.path, stop - start)
+        return real_file_rows(self, start, stop)
+
+    def gather(self, rows):
+        count(self.path, len(rows))
+        return real_gather(self, rows)
+
+    monkeypatch.setattr(NpyRows, "_file_rows", file_rows)
+    monkeypatch.setattr(NpyRows, "_gather", gather)
+    assert main(["--runs", *map(str, p["runs"]), "--ensemble", str(ens), "--out", str(tmp_path / "report"),
+                 "--bootstrap", "100", "--quiet"]) == 0
+    extremes = 2 * N_EXTREMES  # the report's reference (the ensemble's blend) shows its best and worst images
+    assert rows_read["model0"] == rows_read["model1"] == n
+    assert rows_read[OOF_BLEND_FILE] == n + extremes
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    rows = {r["model"]: r for r in table(report, "scoreboard", "scoreboard")}
+    T = targets_for(p["targets"], p["ids"])
+    for name in ("model0", "model1"):
+        run = load_run(tmp_path / "runs" / name)
+        assert rows[name]["OOF cosine"] == pytest.approx(mean_cosine(run.oof, T), abs=1e-6)
+    assert table(report, "diversity", "residual_correlation")[0]["model1"] < 1.0
+
+
+def test_nan_in_an_oof_file_is_one_error_line_from_the_pass(tmp_path, capsys):
+    """The load leaves the OOF values to the one pass: a NaN there is still one `error: <file>: ...` line naming
+    the image, for a run's oof.npy and for the ensemble's OOF blend, and no report is written."""
+    from ensemble.apply import OOF_BLEND_FILE
+    from ensemble.fit import main as fit
+
+    p = write_report_project(tmp_path, 300, m=2, k=3, n_test=10)
+    ens = tmp_path / "ensemble"
+    assert fit(["--runs", *map(str, p["runs"]), "--out", str(ens), "--method", "per_model", "--quiet"]) == 0
+    blend = np.load(ens / OOF_BLEND_FILE)
+    blend[5, 1] = np.inf
+    np.save(ens / OOF_BLEND_FILE, blend)
+    run = p["runs"][1]
+    oof = np.load(run / "oof.npy")
+    oof[17, 3] = np.nan
+    np.save(run / "oof.npy", oof)
+    manifest = json.loads((run / RUN_MANIFEST).read_text())
+    manifest["oof.npy"] = sha256_file(run / "oof.npy")
+    write_json(run / RUN_MANIFEST, manifest)
+    args = ["--runs", *map(str, p["runs"]), "--out", str(tmp_path / "report"), "--quiet"]
+    assert main(args) == 2
+    line = assert_one_error_line(capsys.readouterr().err, str(run / "oof.npy"), alone=True)
+    assert f"NaN or inf in the prediction for imgId {p['ids'][17]!r} (row 17)" in line
+    out = tmp_path / "report"
+    assert main(["--runs", str(p["runs"][0]), "--ensemble", str(ens), "--out", str(out), "--quiet"]) == 2
+    line = assert_one_error_line(capsys.readouterr().err, str(ens / OOF_BLEND_FILE), alone=True)
+    assert "NaN or inf in the prediction for imgId" in line
+    assert not (tmp_path / "report").exists()

@@ -1,4 +1,6 @@
-"""Everything the report computes from its inputs, once: per-image scores, fold means, test scores, bootstrap."""
+"""Everything the report computes from its inputs, once: per-image scores, fold means, test scores, bootstrap,
+the residual correlation. Each prediction file is read once (oof.report.rows.one_pass); every later number
+comes from the per-image scores (the bootstrap: per-group sums of them, then resampled groups)."""
 import logging
 import time
 from dataclasses import dataclass, field
@@ -6,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from oof.report import stats
-from oof.report.rows import per_image_cosines
+from oof.report.rows import one_pass
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,7 @@ class Analysis:
     overall: dict
     unit_mean: np.ndarray  # the constant baseline's test-time prediction
     ensemble_name: str = None  # key of the ensemble's OOF blend in `scores`
+    residuals: object = None  # pandas DataFrame: the runs' residual correlation (oof.residuals), None for one run
     test: dict = field(default_factory=dict)  # name -> held-out test score (only with --test-targets)
     boot: np.ndarray = None  # (n_boot, len(boot_names)) resampled means
     boot_index: dict = field(default_factory=dict)
@@ -57,13 +60,14 @@ def analyze(inputs, n_boot=stats.N_BOOTSTRAP, seed=0, progress=False, pairs=None
     if inputs.ensemble is not None and inputs.ensemble.blend is not None:
         ens_name = f"ensemble ({inputs.ensemble.method})"
         readers[ens_name] = inputs.ensemble.blend
-    scores, fold_sums = per_image_cosines(readers, inputs.targets, inputs.folds, progress=progress)
-    scores[stats.BASELINE], unit_mean = stats.baseline_cosines(inputs.targets, inputs.folds, fold_sums)
+    scores, unit_mean, residuals = one_pass(readers, inputs.targets, inputs.folds, inputs.ids, inputs.names,
+                                            progress=progress)
     t = _timed(timings, "per_image_scores", t)
     fold_values = sorted(int(f) for f in np.unique(inputs.folds))
     per_fold = {n: stats.fold_means(v, inputs.folds, fold_values) for n, v in scores.items()}
     overall = {n: float(np.mean(v, dtype=np.float64)) for n, v in scores.items()}
-    an = Analysis(inputs, scores, readers, fold_values, per_fold, overall, unit_mean, ens_name, timings=timings)
+    an = Analysis(inputs, scores, readers, fold_values, per_fold, overall, unit_mean, ens_name, residuals,
+                  timings=timings)
     if inputs.test_targets is not None:
         an.test = test_scores(an)
         t = _timed(timings, "test_scores", t)

@@ -7,13 +7,10 @@ from oof.report.sections import DIFF, _per_fold_list, fold_columns
 
 
 def diversity_section(an):
-    from oof.residuals import residual_correlation
-
     names = an.run_names
     items = []
     if len(names) >= 2:
-        corr = residual_correlation({n: an.readers[n] for n in names}, an.inputs.targets)
-        matrix = corr.loc[names, names].to_numpy(dtype=np.float64)
+        matrix = an.residuals.loc[names, names].to_numpy(dtype=np.float64)
         items.append(Table("residual_correlation", ["model"] + names,
                            [[n] + [float(x) for x in matrix[i]] for i, n in enumerate(names)],
                            note="Pearson correlation of the directional residuals (each unit prediction's part "

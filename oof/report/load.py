@@ -16,10 +16,21 @@ from core.errors import DataError
 from core.folds import load_folds, load_groups
 from core.ids import read_ids
 from core.io import read_json
-from core.runs import (LOG_COLUMNS, LOG_FILE, OOF_FILE, RUN_MANIFEST, TEST_FILE, check_compatible, find_folds,
-                       find_targets, is_complete, load_run, resolve_recorded_path, run_names)
+from core.runs import (
+    LOG_COLUMNS,
+    LOG_FILE,
+    OOF_FILE,
+    RUN_MANIFEST,
+    TEST_FILE,
+    check_compatible,
+    find_folds,
+    find_targets,
+    is_complete,
+    load_run,
+    resolve_recorded_path,
+    run_names,
+)
 from core.targets import IDS_FILE, META_FILE, TARGETS_FILE
-from ensemble.blend import first_nonfinite_row
 from oof.report.rows import NpyRows, id_order
 
 
@@ -107,10 +118,11 @@ def read_log(path):
 
 
 def load_runs(run_dirs, verify_hashes=True):
-    """Validate the finished runs (manifest, hashes, ids, finite values), then keep only readers, not arrays."""
+    """Validate the finished runs (manifest, hashes, ids, finite test values), then keep only readers, not arrays.
+    The OOF values are checked finite by the report's one pass over them (oof.report.rows.one_pass)."""
     runs = []
     for p in run_dirs:
-        run = load_run(p, verify_hashes=verify_hashes)
+        run = load_run(p, verify_hashes=verify_hashes, check_oof_values=False)
         run.oof = run.test = None  # validated; the report streams the files instead
         runs.append(run)
     check_compatible(runs)
@@ -218,9 +230,6 @@ def load_ensemble(path, ids, folds_sha256, dim):
         if info.blend.file_rows != len(b_ids) or info.blend.dim != dim:
             raise DataError(path / OOF_BLEND_FILE, f"shape ({info.blend.file_rows}, {info.blend.dim}), expected "
                                                    f"({len(b_ids)}, {dim}) for the ids in {OOF_BLEND_IDS_FILE}")
-        bad = first_nonfinite_row(info.blend)
-        if bad is not None:
-            raise DataError(path / OOF_BLEND_FILE, f"NaN or inf in the prediction for imgId {ids[bad]!r}")
     if (path / SUBMISSION_FILE).is_file():
         info.submission = path / SUBMISSION_FILE
     return info

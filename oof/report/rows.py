@@ -1,131 +1,57 @@
-"""Rows of big .npy files, read in chunks and on demand.
-
-A report over 500,000 rows x 4 models touches 4 x 768 MB of OOF predictions plus the targets.
-Memory-mapping them keeps every touched page in the process's resident set until the map is
-closed (ru_maxrss counts it), so the sequential case uses plain file reads instead: only the
-current chunk of each file is resident. A run whose rows are in another order than the
-report's is read through a short-lived memory map per chunk.
-"""
-from pathlib import Path
-
+"""The report's pass over the rows (readers: core.rows.NpyRows, re-exported here)."""
 import numpy as np
 
 from core.errors import DataError
 from core.metric import l2_normalize
-
-CHUNK_ROWS = 16384
-
-
-class NpyRows:
-    """A 2-D float .npy file as read-only rows; `order[i]` is the file row that serves row i."""
-
-    def __init__(self, path, order=None):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise DataError(self.path, "missing")
-        try:
-            with open(self.path, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
-                shape, fortran, dtype = read_header(f)
-                self.offset = f.tell()
-        except (ValueError, OSError) as e:
-            raise DataError(self.path, f"not a readable .npy file ({e})") from e
-        if len(shape) != 2 or fortran or dtype.kind != "f":
-            raise DataError(self.path, f"expected a 2-D C-ordered float array, found shape {shape} dtype {dtype}"
-                                       f"{' (Fortran order)' if fortran else ''}")
-        self.file_rows, self.dim = int(shape[0]), int(shape[1])
-        self.file_dtype = np.dtype(dtype)
-        expected = self.offset + self.file_rows * self.dim * self.file_dtype.itemsize
-        if self.path.stat().st_size < expected:
-            raise DataError(self.path, f"truncated: {self.path.stat().st_size} bytes, the header promises {expected}")
-        self.order = None if order is None else np.asarray(order, dtype=np.int64)
-        if self.order is not None and self.order.size and (self.order.min() < 0 or self.order.max() >= self.file_rows):
-            raise ValueError(f"{self.path}: row order points outside the file's {self.file_rows} rows")
-
-    @property
-    def shape(self):
-        return (self.file_rows if self.order is None else len(self.order), self.dim)
-
-    @property
-    def dtype(self):
-        return np.dtype(np.float32)
-
-    ndim = 2
-
-    def __len__(self):
-        return self.shape[0]
-
-    def _file_rows(self, start, stop):
-        count = (stop - start) * self.dim
-        with open(self.path, "rb") as f:
-            f.seek(self.offset + start * self.dim * self.file_dtype.itemsize)
-            flat = np.fromfile(f, dtype=self.file_dtype, count=count)
-        return flat.reshape(stop - start, self.dim).astype(np.float32, copy=False)
-
-    def _gather(self, rows):
-        mm = np.load(self.path, mmap_mode="r")  # closed on return: its pages leave the resident set
-        try:
-            return np.array(mm[rows], dtype=np.float32)
-        finally:
-            del mm
-
-    def __getitem__(self, key):
-        if isinstance(key, slice):
-            start, stop, step = key.indices(len(self))
-            if step != 1:
-                raise IndexError("only contiguous row slices")
-            if self.order is None:
-                return self._file_rows(start, max(start, stop))
-            return self._gather(self.order[start:stop])
-        rows = np.asarray(key)
-        if rows.dtype == bool:
-            rows = np.flatnonzero(rows)
-        rows = rows.astype(np.int64)
-        return self._gather(rows if self.order is None else self.order[rows])
-
-    def __array__(self, dtype=None, copy=None):
-        return np.asarray(self[:], dtype=dtype)
+from core.rows import CHUNK_ROWS, NpyRows, chunks, id_order  # noqa: F401 (the report's readers)
 
 
-def chunks(n, size=CHUNK_ROWS):
-    """(start, stop) ranges covering 0..n."""
-    for s in range(0, n, size):
-        yield s, min(s + size, n)
+def one_pass(readers, targets, folds, ids, residual_names=(), chunk=CHUNK_ROWS, progress=False):
+    """The report's one pass over the prediction files: every number it needs from their rows.
 
-
-def id_order(file_ids, ids, path):
-    """None when the file lists `ids` in that order, else the file row of each id (DataError if one is absent)."""
-    if list(file_ids) == list(ids):
-        return None
-    pos = {i: k for k, i in enumerate(file_ids)}
-    missing = [i for i in ids if i not in pos]
-    if missing:
-        raise DataError(path, f"{len(missing)} imgIds of the runs are not listed here, e.g. {missing[:3]}")
-    return np.fromiter((pos[i] for i in ids), dtype=np.int64, count=len(ids))
-
-
-def per_image_cosines(readers, targets, folds, chunk=CHUNK_ROWS, progress=False):
-    """({name: float32 (N,) cosine of each row's prediction with its target}, the targets' float64 sum
-    per fold value of `folds` (N,), sorted: what the constant baseline needs), in one pass over the targets.
+    Returns ({name: float32 (N,) cosine of each row's prediction with its target, plus the constant
+    baseline's under stats.BASELINE}, the baseline's test-time prediction (the unit mean target), the
+    residual correlation of `residual_names` (oof.residuals; None for fewer than 2)).
 
     The arithmetic of core.metric.cosine_scores (both sides l2_normalize'd, then a row-wise dot),
-    with each target chunk normalised once for all models; the predictions were checked finite
-    when loaded."""
+    each target chunk normalised once for all models. A NaN or inf in a prediction is a DataError
+    naming its file and imgId (the load left that check to this pass). The baseline predicts fold k's
+    rows by the mean target of the other folds: their sums come first, from the targets alone (not a
+    prediction file)."""
     from tqdm import tqdm
 
+    from oof.report.stats import BASELINE, baseline_directions
+    from oof.residuals import ResidualCorrelation
+
     n = len(targets)
-    out = {name: np.empty(n, dtype=np.float32) for name in readers}
     values = np.unique(folds)
     col = np.searchsorted(values, folds)
     sums = np.zeros((len(values), targets.shape[1]), dtype=np.float64)
     spans = list(chunks(n, chunk))
-    for s, e in tqdm(spans, desc="per-image cosine", disable=not progress or len(spans) < 10, unit="chunk"):
-        raw = targets[s:e]
+    for s, e in spans:
         onehot = (col[s:e][None, :] == np.arange(len(values))[:, None]).astype(np.float64)
-        sums += onehot @ raw.astype(np.float64)
-        t = l2_normalize(raw)
+        sums += onehot @ targets[s:e].astype(np.float64)
+    other, unit_mean = baseline_directions(sums)
+    out = {name: np.empty(n, dtype=np.float32) for name in list(readers) + [BASELINE]}
+    residuals = ResidualCorrelation(residual_names) if len(residual_names) >= 2 else None
+    for s, e in tqdm(spans, desc="per-image cosine", disable=not progress or len(spans) < 10, unit="chunk"):
+        t = l2_normalize(targets[s:e])
+        units = {}
         for name, rows in readers.items():
-            out[name][s:e] = np.einsum("ij,ij->i", l2_normalize(rows[s:e]), t)
-    return out, sums
+            units[name] = l2_normalize(_finite(rows, s, e, ids))
+            out[name][s:e] = np.einsum("ij,ij->i", units[name], t)
+        out[BASELINE][s:e] = (t @ other.T)[np.arange(e - s), col[s:e]]
+        if residuals is not None:
+            residuals.add({k: units[k] for k in residual_names}, t)
+    return out, unit_mean, None if residuals is None else residuals.result()
+
+
+def _finite(rows, start, stop, ids):
+    """rows[start:stop], or a DataError naming the file, the imgId and its file row when one holds NaN or inf."""
+    block = rows[start:stop]
+    ok = np.isfinite(block).all(axis=1)
+    if not ok.all():
+        i = start + int(np.flatnonzero(~ok)[0])
+        row = i if rows.order is None else int(rows.order[i])
+        raise DataError(rows.path, f"NaN or inf in the prediction for imgId {ids[i]!r} (row {row})")
+    return block

@@ -14,20 +14,14 @@ N_BOOTSTRAP = 1000
 BOOT_CHUNK = 25  # resamples drawn at once: 25 x G int64 draws (100 MB at 500,000 groups)
 
 
-def baseline_cosines(targets, folds, fold_sums):
-    """Per-image cosine of the constant mean-embedding baseline, scored out of fold.
-
-    Row i of fold k is predicted by the mean target of the other folds (as models.mean_baseline
-    does); `fold_sums` (K, D) are the targets' sums per sorted fold value. Returns (float32 (N,),
-    the unit mean of all targets: the test-time prediction)."""
-    col = np.searchsorted(np.unique(folds), folds)
+def baseline_directions(fold_sums):
+    """The constant mean-embedding baseline, scored out of fold: row i of fold k is predicted by the mean
+    target of the other folds (as models.mean_baseline does). `fold_sums` (K, D): the targets' sums per
+    sorted fold value. Returns ((K, D) unit prediction of each fold, the unit mean of all targets: the
+    test-time prediction)."""
     total = fold_sums.sum(axis=0)
-    other = l2_normalize((total[None, :] - fold_sums).astype(np.float32))  # (K, D): each fold's prediction
-    out = np.empty(len(targets), dtype=np.float32)
-    for s, e in chunks(len(targets)):
-        sims = l2_normalize(targets[s:e]) @ other.T
-        out[s:e] = sims[np.arange(e - s), col[s:e]]
-    return out, l2_normalize(total.astype(np.float32))
+    other = l2_normalize((total[None, :] - fold_sums).astype(np.float32))
+    return other, l2_normalize(total.astype(np.float32))
 
 
 def fold_means(scores, folds, fold_values):
