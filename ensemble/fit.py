@@ -73,25 +73,30 @@ def parse_alphas(text):
 def build_parser():
     ap = argparse.ArgumentParser(prog="python -m ensemble.fit", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR", help="finished run directories (oof/ format)")
+    ap.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR",
+                    help="finished run directories (oof/ format)")
     ap.add_argument("--method", choices=["auto", "equal", "per_model", "per_dim", "ridge", "lgbm"], default="auto",
                     help="blend method; auto = best nested-CV score (default: %(default)s)")
     ap.add_argument("--out", default="work/ensemble", help="output folder (default: %(default)s)")
     ap.add_argument("--targets", default=None, help="targets folder (default: from the runs' metrics.json)")
-    ap.add_argument("--folds", default=None, help="folds.csv (default: from the runs' metrics.json; its sha256 must match)")
+    ap.add_argument("--folds", default=None,
+                    help="folds.csv (default: from the runs' metrics.json; its sha256 must match)")
     ap.add_argument("--seed", type=int, default=0, help="seed (LightGBM; the linear fits are deterministic)")
     ap.add_argument("--lgbm", choices=["auto", "on", "off"], default="auto",
-                    help=f"include the LightGBM stacker in --method auto: auto = only up to {LGBM_AUTO_MAX_ROWS:,} OOF rows "
+                    help="include the LightGBM stacker in --method auto: auto = only up to "
+                         f"{LGBM_AUTO_MAX_ROWS:,} OOF rows "
                          "(default: %(default)s)")
     ap.add_argument("--no-lgbm", dest="lgbm", action="store_const", const="off", help="same as --lgbm off")
     ap.add_argument("--lgbm-threads", type=int, default=1, help="LightGBM threads (default: %(default)s)")
     ap.add_argument("--shrinkage-grid", type=parse_grid, default=list(DEFAULT_SHRINKAGE_GRID),
-                    help="per-dim shrinkage values for the inner CV (default: %s)" % ",".join(map(str, DEFAULT_SHRINKAGE_GRID)))
+                    help="per-dim shrinkage values for the inner CV (default: %s)"
+                         % ",".join(map(str, DEFAULT_SHRINKAGE_GRID)))
     ap.add_argument("--ridge-alphas", type=parse_alphas, default=list(DEFAULT_RIDGE_ALPHAS),
                     help="ridge alphas (scikit-learn's, > 0) for the inner CV (default: %s)"
                          % ",".join(f"{a:g}" for a in DEFAULT_RIDGE_ALPHAS))
     ap.add_argument("--nonneg-dim", action="store_true", help="constrain per-dimension weights to be >= 0")
-    ap.add_argument("--allow-negative-model-weights", action="store_true", help="do not constrain per-model weights to >= 0")
+    ap.add_argument("--allow-negative-model-weights", action="store_true",
+                    help="do not constrain per-model weights to >= 0")
     ap.add_argument("--no-verify-hashes", action="store_true", help="skip checking run files against their manifest")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     return ap
@@ -143,8 +148,8 @@ def scores_document(result, inputs, args, methods, lgbm_reason, timings, argv=No
         "per_dim": {
             "shrinkage_grid": result.shrinkage_grid,
             "shrinkage_per_fold": {str(k): v for k, v in result.shrinkage_per_fold.items()},
-            "inner_scores": {str(k): {key(l): s for l, s in v.items()} for k, v in result.inner_scores.items()},
-            "cv_by_shrinkage": {key(l): s for l, s in result.cv_by_shrinkage.items()},
+            "inner_scores": {str(k): {key(x): s for x, s in v.items()} for k, v in result.inner_scores.items()},
+            "cv_by_shrinkage": {key(x): s for x, s in result.cv_by_shrinkage.items()},
             "nonneg": bool(args.nonneg_dim),
         },
         "ridge": ridge_document(result.ridge),
@@ -226,7 +231,8 @@ def print_result(result, out, inputs, test_blend, lgbm_reason, timings):
         print("per_model blend without each model (nested CV): "
               + ", ".join(f"{m} {s['overall']:.5f}" for m, s in result.drop_one.items()))
     print(f"chosen: {result.chosen_method}   (lgbm: {lgbm_reason})")
-    print(f"wrote {out}/: {SUBMISSION_FILE} ({len(inputs.test_ids)} images, row norms {norms.min():.6f}..{norms.max():.6f}), "
+    print(f"wrote {out}/: {SUBMISSION_FILE} ({len(inputs.test_ids)} images, "
+          f"row norms {norms.min():.6f}..{norms.max():.6f}), "
           f"{SCORES_FILE}, {ENSEMBLE_MANIFEST}, {OOF_BLEND_FILE}  [{timings['total']:.1f} s]")
 
 

@@ -54,7 +54,8 @@ class Ledger:
 
     def _check(self, fitted, fold, kind, purpose):
         if fold in fitted.trained_on:
-            raise LeakError(f"{fitted.method} fitted on folds {sorted(fitted.trained_on)} cannot be scored on fold {fold}")
+            raise LeakError(f"{fitted.method} fitted on folds {sorted(fitted.trained_on)} "
+                            f"cannot be scored on fold {fold}")
         self.records.append({"kind": kind, "purpose": purpose, "method": fitted.method, "shrinkage": fitted.shrinkage,
                              "alpha": getattr(fitted.stacker, "alpha", None),
                              "trained_on": sorted(fitted.trained_on), "scored_fold": fold})
@@ -131,7 +132,8 @@ class Ledger:
         used = set(used_folds)
         if outer_fold in used:
             raise LeakError(f"{purpose} for outer fold {outer_fold} would use scores involving that fold")
-        self.records.append({"kind": "select", "purpose": purpose, "outer_fold": outer_fold, "used_folds": sorted(used)})
+        self.records.append({"kind": "select", "purpose": purpose, "outer_fold": outer_fold,
+                             "used_folds": sorted(used)})
 
 
 def fold_rows(data, folds):

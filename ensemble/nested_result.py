@@ -24,7 +24,8 @@ class NestedResult:
     fits: list = field(default_factory=list)  # one entry per per-dim / ridge / lgbm fit: folds, parameter, seconds...
     ledger: list = field(default_factory=list)
     seconds: float = 0.0
-    timings: dict = field(default_factory=dict)  # phase or method -> seconds (statistics pass, per method, outer pass...)
+    # phase or method -> seconds (statistics pass, per method, outer pass...)
+    timings: dict = field(default_factory=dict)
     phases: list = field(default_factory=list)  # (phase, perf_counter at its start, at its end), in order
     selection_rows: int = 0  # rows the per-dim fits and the hyper-parameter choices used (all rows up to SAMPLE_ROWS)
 
@@ -57,7 +58,8 @@ class NestedResult:
         lines = [head]
         for name, s in list(self.methods.items()) + [(f"model:{k}", v) for k, v in self.single_models.items()]:
             mark = " *" if name == self.chosen_method else ""
-            lines.append(name[:24].ljust(24) + "".join(f"{x:10.5f}" for x in s["per_fold"]) + f"{s['overall']:10.5f}{mark}")
+            per_fold = "".join(f"{x:10.5f}" for x in s["per_fold"])
+            lines.append(name[:24].ljust(24) + per_fold + f"{s['overall']:10.5f}{mark}")
         return "\n".join(lines)
 
 

@@ -62,7 +62,8 @@ class FoldSums:
         T = T - self.shift_t.astype(np.float32)
         if fold not in self.n:
             f, d = Z.shape[1], T.shape[1]
-            self.xx[fold], self.xt[fold], self.x[fold], self.t[fold] = np.zeros((f, f)), np.zeros((f, d)), np.zeros(f), np.zeros(d)
+            self.xx[fold], self.xt[fold] = np.zeros((f, f)), np.zeros((f, d))
+            self.x[fold], self.t[fold] = np.zeros(f), np.zeros(d)
             self.n[fold] = 0
         self.xx[fold] += Z.T @ Z
         self.xt[fold] += Z.T @ T
@@ -188,7 +189,8 @@ def load_ridge(path):
     z = read_npz(path, ("coef", "intercept", "models", "alpha"), "ridge stacker file")
     coef, intercept = z["coef"].astype(np.float32), z["intercept"].astype(np.float32)
     models, alpha = [str(m) for m in z["models"]], float(z["alpha"])
-    if coef.ndim != 2 or not models or coef.shape[1] != len(models) * coef.shape[0] or intercept.shape != coef.shape[:1]:
+    if (coef.ndim != 2 or not models or coef.shape[1] != len(models) * coef.shape[0]
+            or intercept.shape != coef.shape[:1]):
         raise DataError(path, f"coef {coef.shape} / intercept {intercept.shape} do not fit {len(models)} models")
     if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
         raise DataError(path, "NaN or inf in the ridge coefficients")
@@ -200,7 +202,8 @@ def apply_ridge_file(path, predictions_by_model):
     stacker = load_ridge(path)
     missing = [m for m in stacker.models if m not in predictions_by_model]
     if missing:
-        raise ValueError(f"{path}: the ridge stacker needs predictions of {missing}, got {sorted(predictions_by_model)}")
+        raise ValueError(f"{path}: the ridge stacker needs predictions of {missing}, "
+                         f"got {sorted(predictions_by_model)}")
     preds = [np.asarray(predictions_by_model[m]) for m in stacker.models]
     d = stacker.coef.shape[0]
     for name, p in zip(stacker.models, preds):

@@ -233,7 +233,8 @@ def test_blend_normalises_and_matches_manual(split_data):
     manual /= np.linalg.norm(manual, axis=1, keepdims=True)
     np.testing.assert_allclose(out, manual, atol=1e-5)
     # per-model weights broadcast to the same thing
-    np.testing.assert_allclose(blend(preds, [0.2, 0.3, 0.5]), blend(preds, np.repeat([[0.2], [0.3], [0.5]], D, 1)), atol=1e-6)
+    np.testing.assert_allclose(blend(preds, [0.2, 0.3, 0.5]), blend(preds, np.repeat([[0.2], [0.3], [0.5]], D, 1)),
+                               atol=1e-6)
 
 
 def test_blend_rejects_nan_and_shape_mismatch():
@@ -291,7 +292,8 @@ def test_ensemble_never_imports_torch_or_models():
                 names = [node.module or ""]
             for name in names:
                 root = name.split(".")[0]
-                assert root not in {"torch", "torchvision", "timm", "open_clip", "models"}, f"{path.name} imports {name}"
+                assert root not in {"torch", "torchvision", "timm", "open_clip", "models"}, \
+                    f"{path.name} imports {name}"
 
 
 # ----------------------------------------------------------------------------- ridge, OOF blend, drop-one
@@ -462,7 +464,8 @@ def test_ridge_module_applies_with_numpy_only(tmp_path):
                                                     rng.standard_normal(D).astype(np.float32), 1.0))
     (tmp_path / "ensemble.json").write_text('{"method": "ridge", "models": ["a", "b"], "file": "ridge.npz"}')
     code = ("import sys, numpy as np; from ensemble.apply import apply_ensemble; "
-            f"out = apply_ensemble({str(tmp_path)!r}, {{'a': np.ones((3, 384)), 'b': np.arange(3 * 384.).reshape(3, 384)}}); "
+            f"out = apply_ensemble({str(tmp_path)!r}, "
+            "{'a': np.ones((3, 384)), 'b': np.arange(3 * 384.).reshape(3, 384)}); "
             "assert out.shape == (3, 384); "
             "bad = [m for m in ('torch', 'lightgbm', 'scipy', 'sklearn', 'models') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")

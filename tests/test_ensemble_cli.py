@@ -184,7 +184,8 @@ def test_lgbm_stacker_fits_predicts_and_round_trips(tmp_path):
     assert s / cnt > single_good - 0.01
     save_lgbm_stacker(tmp_path / "st.json.gz", stacker)
     back = load_lgbm_stacker(tmp_path / "st.json.gz")
-    np.testing.assert_allclose(predict_lgbm_stacker(back, X[:, :50]), predict_lgbm_stacker(stacker, X[:, :50]), atol=1e-6)
+    np.testing.assert_allclose(predict_lgbm_stacker(back, X[:, :50]), predict_lgbm_stacker(stacker, X[:, :50]),
+                               atol=1e-6)
     pred = predict_lgbm_stacker(stacker, X[:, :50])
     np.testing.assert_allclose(np.linalg.norm(pred, axis=1), 1.0, atol=1e-5)
     # in nested CV the stacker is scored only on folds it did not see
@@ -195,7 +196,8 @@ def test_lgbm_stacker_fits_predicts_and_round_trips(tmp_path):
             assert rec["scored_fold"] not in rec["trained_on"]
     # its nested OOF predictions (each fold by the stacker fitted without it) give its nested score
     cos = np.einsum("nd,nd->n", result.oof_blend, T)
-    np.testing.assert_allclose([cos[folds == k].mean() for k in range(4)], result.methods["lgbm"]["per_fold"], atol=1e-5)
+    np.testing.assert_allclose([cos[folds == k].mean() for k in range(4)], result.methods["lgbm"]["per_fold"],
+                               atol=1e-5)
     # the CLI's writer: stacker + a linear fallback, ensemble.json pointing at the stacker
     from types import SimpleNamespace
 
@@ -259,7 +261,8 @@ def test_cli_ridge_applies_like_scikit_learn_and_saves_the_oof_blend(tmp_path, c
     fold = p["folds_array"][rows]
     np.testing.assert_allclose([cos[fold == k].mean() for k in scores["folds"]], scores["methods"]["ridge"]["per_fold"],
                                atol=1e-5)
-    assert scores["oof_blend"] == {"method": "ridge", "file": OOF_BLEND_FILE, "ids_file": OOF_BLEND_IDS_FILE, "rows": 400}
+    assert scores["oof_blend"] == {"method": "ridge", "file": OOF_BLEND_FILE, "ids_file": OOF_BLEND_IDS_FILE,
+                                   "rows": 400}
     # no evaluation of the ridge stacker on a fold it was fitted on
     ridge_evals = [e for e in scores["evaluations"] if e.get("method") == "ridge"]
     assert {e["kind"] for e in ridge_evals} == {"score", "predict"}
@@ -291,9 +294,11 @@ def _wrong_shape(run_dir):
 
 @pytest.mark.parametrize("case, damage, expected", [
     ("wrong shape", _wrong_shape, r"oof\.npy: shape \(600, 383\), expected \(600, 384\)"),
-    ("file changed under a finished run", lambda d: (d / "metrics.json").write_text((d / "metrics.json").read_text() + " "),
+    ("file changed under a finished run",
+     lambda d: (d / "metrics.json").write_text((d / "metrics.json").read_text() + " "),
      r"metrics\.json: content differs from manifest\.json"),
-    ("run without its manifest", lambda d: (d / RUN_MANIFEST).unlink(), r"manifest\.json: missing: the run is unfinished"),
+    ("run without its manifest", lambda d: (d / RUN_MANIFEST).unlink(),
+     r"manifest\.json: missing: the run is unfinished"),
     ("NaN", lambda d: corrupt_oof(d, 5), r"oof\.npy: NaN or inf"),
 ])
 def test_each_bad_run_is_one_error_line_through_the_cli(tmp_path, capsys, case, damage, expected):
