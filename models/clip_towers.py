@@ -133,28 +133,35 @@ def text_features_key(identity, texts):
     return sha256_json({"text_model": identity, "texts": sha256_strings([str(t) for t in texts])})[:32]
 
 
+def write_text_features(path, texts, compute, chunk=TEXT_CHUNK):
+    """`compute(texts)` written chunk by chunk as a float16 (N, d) .npy at `path` (atomic: a killed build leaves
+    no valid-looking file), returned memory-mapped: a bank of millions never sits in memory as float32."""
+    from core.io import atomic_path
+
+    out = None
+    with atomic_path(path) as tmp:
+        for s in range(0, max(len(texts), 1), chunk):
+            f = np.asarray(compute(texts[s:s + chunk]), dtype=np.float32)
+            if out is None:
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(texts), f.shape[1]))
+            out[s:s + len(f)] = f
+        out.flush()
+        del out
+    return np.load(path, mmap_mode="r")
+
+
 def cached_text_features(cache_dir, identity, texts, compute, chunk=TEXT_CHUNK):
     """float16 (N, d) memory-mapped unit rows of `texts`, computed once per (model identity, texts).
 
     CACHE_DIR/clip_text_features/<key>.npy, key = sha256(identity, sha256 of the texts in order).
     `compute(list_of_texts) -> float32 (n, d)` runs chunk by chunk into a temporary memmap renamed
     into place when complete (core.io.atomic_path): a killed build leaves no valid-looking file."""
-    from core.io import atomic_path
     from models.knn_features import cached_features
 
     texts = [str(t) for t in texts]
 
     def build(path):
-        out = None
-        with atomic_path(path) as tmp:
-            for s in range(0, max(len(texts), 1), chunk):
-                f = np.asarray(compute(texts[s:s + chunk]), dtype=np.float32)
-                if out is None:
-                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(texts), f.shape[1]))
-                out[s:s + len(f)] = f
-            out.flush()
-            del out
-        return np.load(path, mmap_mode="r")
+        return write_text_features(path, texts, compute, chunk)
 
     meta = {"identity": identity, "n_texts": len(texts), "texts_sha256": sha256_strings(texts)}
     return cached_features(cache_dir, text_features_key(identity, texts), build, meta, folder=TEXT_FEATURES_DIR)

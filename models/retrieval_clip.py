@@ -55,23 +55,14 @@ def _encode(model, pre, paths, cfg, device):
 
 def _bank_keys(model, tokenizer, texts, cfg, device, cache_key=None, path=None):
     """float16 text-tower features of the bank: cached by model identity (towers as loaded) or written to `path`."""
-    from models.clip_towers import cached_text_features, encode_texts
+    from models.clip_towers import cached_text_features, encode_texts, write_text_features
 
     def compute(part):
         return encode_texts(model, tokenizer, part, cfg["predict"]["batch_size"], device, cfg["train"]["precision"])
 
     if cache_key is not None:
         return cached_text_features(cfg["data"]["cache_dir"], cache_key, texts, compute)
-    with atomic_path(path) as tmp:  # chunk by chunk: a bank of millions never sits in memory as float32
-        out = None
-        for s in range(0, len(texts), EMBED_CHUNK):
-            f = compute(texts[s:s + EMBED_CHUNK])
-            if out is None:
-                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(texts), f.shape[1]))
-            out[s:s + len(f)] = f
-        out.flush()
-        del out
-    return np.load(path, mmap_mode="r")
+    return write_text_features(path, texts, compute, EMBED_CHUNK)
 
 
 def _finetuned(cfg, data, fold, device):
