@@ -108,6 +108,7 @@ def read_prompts(path, encoding="utf-8"):
     if not rows:
         raise DataError(path, "no data rows (only the header)")
     columns = {c: [r[k] for r in rows] for k, c in enumerate(header)}
+    del rows  # one list per row: at 2,000,000 rows ~200 MB, no longer needed once the columns hold the values
     ids = columns["imgId"] = [i.strip() for i in columns["imgId"]]
     bad_ids = [k for k, i in enumerate(ids) if not i]
     if bad_ids:

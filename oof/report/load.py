@@ -187,6 +187,8 @@ def find_prompts(runs, ids, prompts=None, notes=None):
     if (rows < 0).any():
         missing = [ids[i] for i in np.flatnonzero(rows < 0)[:3]]
         raise DataError(path, f"{int((rows < 0).sum())} imgIds of the runs have no prompt here, e.g. {missing}")
+    if np.array_equal(rows, np.arange(len(frame))):  # prompts.csv lists the runs' ids in their order: no copy
+        return frame, path
     return frame.iloc[rows].reset_index(drop=True), path
 
 
