@@ -80,7 +80,7 @@ _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 def _lines(text):
     """The lines of `text` for csv.reader, one at a time: io.StringIO would first copy the whole text into
     4 bytes per character (1.9 GB more for a 475 MB prompts.csv of 2,000,000 rows)."""
-    return (m.group() for m in _LINE.finditer(text))
+    return map(re.Match.group, _LINE.finditer(text))  # map, not a generator expression: no Python frame per line
 
 
 def _parse_rows(path, text):
