@@ -17,6 +17,7 @@ import argparse
 import csv
 import io
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -72,10 +73,20 @@ def _decode_text(path, data, encoding):
                               f"(e.g. encoding='latin-1', --encoding latin-1)") from None
 
 
+# A line and its terminator (\r\n, \r or \n, kept), as io.StringIO(text, newline="") yields them.
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
+def _lines(text):
+    """The lines of `text` for csv.reader, one at a time: io.StringIO would first copy the whole text into
+    4 bytes per character (1.9 GB more for a 475 MB prompts.csv of 2,000,000 rows)."""
+    return map(re.Match.group, _LINE.finditer(text))  # map, not a generator expression: no Python frame per line
+
+
 def _parse_rows(path, text):
     """CSV text -> (header, rows); a row with more fields than the header is an error (an unquoted comma)."""
     try:
-        records = [r for r in csv.reader(io.StringIO(text, newline=""), strict=True) if r]
+        records = [r for r in csv.reader(_lines(text), strict=True) if r]
     except csv.Error as e:
         raise DataError(path, f"cannot be parsed as CSV ({e}); quote prompts that hold commas, quotes or "
                               f"newlines (\"a, \"\"b\"\"\")") from None
@@ -108,6 +119,7 @@ def read_prompts(path, encoding="utf-8"):
     if not rows:
         raise DataError(path, "no data rows (only the header)")
     columns = {c: [r[k] for r in rows] for k, c in enumerate(header)}
+    del rows  # one list per row: at 2,000,000 rows ~200 MB, no longer needed once the columns hold the values
     ids = columns["imgId"] = [i.strip() for i in columns["imgId"]]
     bad_ids = [k for k, i in enumerate(ids) if not i]
     if bad_ids:

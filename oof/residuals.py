@@ -29,6 +29,17 @@ def directional_residual(prediction, targets):
     return p - np.sum(p * t, axis=1, keepdims=True) * t
 
 
+def _residual_into(prediction, unit_targets, p, out):
+    """directional_residual(prediction, unit_targets) written into `out` (`p`: scratch), the same operations in
+    the same order, so the same float32 values."""
+    l2_normalize(prediction, out=p)
+    np.multiply(p, unit_targets, out=out)
+    along = np.sum(out, axis=1, keepdims=True)
+    np.multiply(along, unit_targets, out=out)
+    np.subtract(p, out, out=out)
+    return out
+
+
 class ResidualCorrelation:
     """The correlation's accumulator: feed it chunks of rows (`add`), read the table (`result`).
 
@@ -39,10 +50,27 @@ class ResidualCorrelation:
         self.names = list(names)
         m = len(self.names)
         self.total, self.gram, self.count = np.zeros(m), np.zeros((m, m)), 0
+        self._scratch = None  # (chunk shape, buffers): reused chunk after chunk (see _buffers)
+
+    def _buffers(self, shape):
+        """Work arrays for chunks of `shape`, kept between chunks: the float64 stack of M residuals is
+        above glibc's mmap threshold (32 MB), so a fresh one per chunk is a fresh mapping whose page faults
+        cost more than the arithmetic (0.6 s of a 0.65 s chunk of 16,384 rows x 4 models here)."""
+        if self._scratch is None or self._scratch[0] != shape:
+            c, d = shape
+            self._scratch = (shape, [np.empty((c, d), np.float32) for _ in range(3)],
+                             np.empty((len(self.names), c * d), np.float64))
+        return self._scratch[1], self._scratch[2]
 
     def add(self, predictions, targets):
-        """One chunk: {name: (c, D) predictions} (any scale) and the (c, D) targets."""
-        res = np.stack([directional_residual(predictions[k], targets).ravel() for k in self.names]).astype(np.float64)
+        """One chunk: {name: (c, D) predictions} (any scale) and the (c, D) targets.
+
+        The numbers of stacking each model's directional_residual in float64, computed in reused buffers."""
+        (t, p, r), res = self._buffers(np.shape(targets))
+        l2_normalize(targets, out=t)
+        for k, name in enumerate(self.names):
+            _residual_into(predictions[name], t, p, r)
+            res[k] = r.ravel()
         self.total += res.sum(axis=1)
         self.gram += res @ res.T
         self.count += res.shape[1]

@@ -92,3 +92,16 @@ def test_an_id_with_several_image_files_uses_the_png(tmp_path, caplog):
         frame = load_dataset(tmp_path)
     assert [Path(p).name for p in frame["path"]] == ["a1.png", "b2.jpg", "c3.png"]  # the .png, else the first by name
     assert "2 id(s) have several image files (the .png is used, else the first by name): ['a1', 'b2']" in caplog.text
+
+
+@pytest.mark.parametrize("text", [
+    "imgId,prompt\r\na,x\r\nb,y", "imgId,prompt\ra,x\rb,y\r", "imgId,prompt\na,\"two\nlines\"\n\nb,\"cr\r\nin\rit\"\n",
+    "imgId,prompt\na,line\u2028sep\x85nel\x0bvt\x0cff\x1cfs\nb,y\n", "", "\n", "\r\n\r\n", "a", "a\r", "\r\r\n\n"])
+def test_prompts_lines_split_as_the_csv_module_reads_a_file(text):
+    """read_prompts hands csv.reader one line at a time: lines end at \\r\\n, \\r or \\n only (as a file opened
+    with newline="" gives them), not at the other line breaks str.splitlines knows."""
+    import io
+
+    from core.dataset import _lines
+
+    assert list(_lines(text)) == list(io.StringIO(text, newline=""))

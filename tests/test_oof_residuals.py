@@ -64,3 +64,14 @@ def test_run_directories_are_aligned_by_img_id(tmp_path):
     corr = run_residual_correlation(p["runs"], p["targets"])
     ref = _corrcoef_reference({n: p["X"][m] for m, n in enumerate(p["names"])}, p["T"])
     np.testing.assert_allclose(corr.values, ref, atol=1e-6)
+
+
+def test_targets_of_any_scale_and_a_short_last_chunk():
+    """The accumulator normalises the targets itself and reuses its work arrays from chunk to chunk: a short last
+    chunk and non-unit targets give the former implementation's numbers."""
+    rng = np.random.default_rng(3)
+    t = rng.normal(size=(300, 384)) + 1.0
+    preds = {f"m{k}": t + (0.5 + 0.2 * k) * rng.normal(size=t.shape) for k in range(3)}
+    ref = _corrcoef_reference(preds, t)
+    for chunk in (128, 300):
+        np.testing.assert_allclose(residual_correlation(preds, 4.0 * t, chunk_rows=chunk).values, ref, atol=1e-6)

@@ -181,6 +181,23 @@ def test_bootstrap_interval_of_a_run_against_itself_is_zero_and_planted_gain_exc
     assert len(check_html(tmp_path / "c1" / "report.html")) == 1 + 1 + 1 + 24
 
 
+def test_bootstrap_means_are_the_means_of_resampled_groups():
+    """Each resample: G groups drawn with replacement (rng.integers(0, G), BOOT_CHUNK resamples' draws at a time,
+    as the report has always drawn them, so a seed gives the same intervals), the mean over the drawn groups' rows."""
+    rng = np.random.default_rng(5)
+    groups = rng.integers(0, 40, size=300)
+    values = [rng.random(300), rng.random(300)]
+    boot = stats.bootstrap_means(values, groups, n_boot=60, seed=3)  # 60: two full chunks of 25 and a short one
+    codes = stats.group_codes(groups)
+    draw = np.random.default_rng(3)
+    expected = []
+    for b0 in range(0, 60, stats.BOOT_CHUNK):
+        for drawn in draw.integers(0, codes.max() + 1, size=(min(stats.BOOT_CHUNK, 60 - b0), codes.max() + 1)):
+            rows = np.concatenate([np.flatnonzero(codes == g) for g in drawn])
+            expected.append([v[rows].mean() for v in values])
+    np.testing.assert_allclose(boot, expected, rtol=1e-12)
+
+
 def test_group_bootstrap_resamples_groups():
     rng = np.random.default_rng(0)
     groups = np.repeat(np.arange(200), 5)  # 5 identical copies per group: only 200 independent values
@@ -408,3 +425,18 @@ def test_nan_in_an_oof_file_is_one_error_line_from_the_pass(tmp_path, capsys):
     line = assert_one_error_line(capsys.readouterr().err, str(ens / OOF_BLEND_FILE), alone=True)
     assert "NaN or inf in the prediction for imgId" in line
     assert not (tmp_path / "report").exists()
+
+
+def test_word_pairs_are_the_same_whatever_the_block_of_prompts(kaggle_sample):
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    from oof.report.text import word_pairs
+
+    lines = (kaggle_sample.parent / "prompts" / "prompts_chatgpt_0330_dedup.txt").read_text().splitlines()[:400]
+    pieces = PromptPieces(lines + lines[:50] + ["", "the a", "cat cat cat"])
+    whole = word_pairs(pieces, ENGLISH_STOP_WORDS, block=10 ** 6)
+    assert len(whole[0]) > 1000 and np.all(np.diff(whole[0] * len(whole[2]) + whole[1]) > 0)  # sorted, each once
+    for block in (1, 7, 64):
+        parts = word_pairs(pieces, ENGLISH_STOP_WORDS, block=block)
+        assert parts[2] == whole[2]
+        assert np.array_equal(parts[0], whole[0]) and np.array_equal(parts[1], whole[1])

@@ -131,9 +131,11 @@ def load_runs(run_dirs, verify_hashes=True):
     for run, name in zip(runs, run_names(runs)):
         path = Path(run.path)
         log_frame = read_log(path / LOG_FILE)
+        order = id_order(run.oof_ids, ids, path / OOF_FILE)
+        if order is None:  # the same ids in the same order: one list for all (2,000,000 ids: ~150 MB a copy)
+            run.oof_ids = ids
         out.append(RunInfo(name, path, run.metrics, read_json(path / RUN_MANIFEST), run.oof_ids, run.test_ids,
-                           NpyRows(path / OOF_FILE, id_order(run.oof_ids, ids, path / OOF_FILE)),
-                           NpyRows(path / TEST_FILE), log_frame))
+                           NpyRows(path / OOF_FILE, order), NpyRows(path / TEST_FILE), log_frame))
     return out, runs
 
 
@@ -185,6 +187,8 @@ def find_prompts(runs, ids, prompts=None, notes=None):
     if (rows < 0).any():
         missing = [ids[i] for i in np.flatnonzero(rows < 0)[:3]]
         raise DataError(path, f"{int((rows < 0).sum())} imgIds of the runs have no prompt here, e.g. {missing}")
+    if np.array_equal(rows, np.arange(len(frame))):  # prompts.csv lists the runs' ids in their order: no copy
+        return frame, path
     return frame.iloc[rows].reset_index(drop=True), path
 
 
@@ -252,6 +256,8 @@ def load_inputs(run_dirs, ensemble=None, test_targets=None, targets=None, folds=
     targets_dir = find_targets(runs, targets)
     bank_ids, bank = open_targets(targets_dir)
     target_rows = NpyRows(bank.path, id_order(bank_ids, ids, Path(targets_dir) / IDS_FILE))
+    if target_rows.order is None:  # the targets list the runs' ids in their order: keep one copy of them
+        bank_ids = ids
     if target_rows.dim != infos[0].oof.dim:
         raise DataError(targets_dir / TARGETS_FILE, f"{target_rows.dim} dims, the runs predict {infos[0].oof.dim}")
     prompt_frame, prompts_path = find_prompts(runs, ids, prompts, notes)
