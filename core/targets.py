@@ -187,17 +187,25 @@ def targets_for(target_dir, ids):
     return emb[[pos[i] for i in ids]]
 
 
-def targets_rows(target_dir, ids):
-    """The targets of `ids`, in that order, as core.rows.NpyRows read on demand (the folder checked as
-    load_targets checks it; every id must be present)."""
+def open_target_rows(target_dir):
+    """(imgIds of a targets folder, its targets.npy as core.rows.NpyRows in that order), after checking
+    that the folder's three files are there; shape checks are the caller's."""
     from core.rows import NpyRows
 
     target_dir = Path(target_dir)
     for name in (TARGETS_FILE, IDS_FILE, META_FILE):
         if not (target_dir / name).is_file():
             raise DataError(target_dir / name, "missing; run `python -m core.targets` first")
-    t_ids = read_ids(target_dir / IDS_FILE)
-    rows = NpyRows(target_dir / TARGETS_FILE)
+    return read_ids(target_dir / IDS_FILE), NpyRows(target_dir / TARGETS_FILE)
+
+
+def targets_rows(target_dir, ids):
+    """The targets of `ids`, in that order, as core.rows.NpyRows read on demand (the folder checked as
+    load_targets checks it; every id must be present)."""
+    from core.rows import NpyRows
+
+    target_dir = Path(target_dir)
+    t_ids, rows = open_target_rows(target_dir)
     if (rows.file_rows, rows.dim) != (len(t_ids), EMBEDDING_DIM):
         raise DataError(target_dir / TARGETS_FILE, f"shape ({rows.file_rows}, {rows.dim}) does not match "
                                                    f"{len(t_ids)} ids in {IDS_FILE}")

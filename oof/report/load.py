@@ -30,7 +30,7 @@ from core.runs import (
     resolve_recorded_path,
     run_names,
 )
-from core.targets import IDS_FILE, META_FILE, TARGETS_FILE
+from core.targets import IDS_FILE, TARGETS_FILE, open_target_rows
 from oof.report.rows import NpyRows, id_order
 
 
@@ -142,11 +142,7 @@ def load_runs(run_dirs, verify_hashes=True):
 def open_targets(target_dir):
     """(imgIds of a core.targets folder, its rows in that order); checks the folder is complete."""
     target_dir = Path(target_dir)
-    for name in (TARGETS_FILE, IDS_FILE, META_FILE):
-        if not (target_dir / name).is_file():
-            raise DataError(target_dir / name, "missing; run `python -m core.targets` first")
-    t_ids = read_ids(target_dir / IDS_FILE)
-    rows = NpyRows(target_dir / TARGETS_FILE)
+    t_ids, rows = open_target_rows(target_dir)
     if rows.file_rows != len(t_ids):
         raise DataError(target_dir / TARGETS_FILE, f"{rows.file_rows} rows for {len(t_ids)} ids in {IDS_FILE}")
     return t_ids, rows
